@@ -1,0 +1,428 @@
+"""The ledger's operations: every write the ingestion path makes goes through here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from kag import ids
+from kag.errors import NotFoundError, StoreError
+from kag.ledger.models import (
+    ChunkRow,
+    CollectionRow,
+    DocumentRow,
+    DocumentStatus,
+    EntityRow,
+    IngestJobRow,
+    JobErrorRow,
+    JobStatus,
+    MentionRow,
+    RelationRow,
+    utcnow,
+)
+from kag.records import ChunkDraft, GraphExtraction, IndexedChunk
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentWrite:
+    """The result of writing a document version into the ledger."""
+
+    document_id: str
+    version: int
+    chunks: tuple[IndexedChunk, ...]
+
+
+def _enable_sqlite_fks(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # foreign keys make ON DELETE CASCADE work; WAL lets readers run beside the one writer
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def create_ledger_engine(url: str) -> Engine:
+    """An engine for the ledger URL, with SQLite tuned for crash safety and cascades."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _enable_sqlite_fks)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def run_migrations(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+
+class Ledger:
+    """Typed access to the ledger tables."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        try:
+            self.engine = create_ledger_engine(url)
+            if migrate:
+                run_migrations(self.engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"cannot open the ledger at {self.safe_url}: {exc.__class__.__name__}: {exc}",
+                hint="check KAG_DATABASE_URL and that the database is reachable",
+            ) from exc
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True) if hasattr(self, "engine") else self.url
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- collections ---------------------------------------------------------------------
+    def ensure_collection(self, name: str, description: str = "") -> None:
+        with self.session() as s:
+            if s.get(CollectionRow, name) is None:
+                s.add(CollectionRow(name=name, description=description))
+
+    def collections(self) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(CollectionRow.name).order_by(CollectionRow.name)))
+
+    def delete_collection(self, name: str) -> None:
+        with self.session() as s:
+            s.execute(delete(RelationRow).where(RelationRow.collection == name))
+            s.execute(delete(ChunkRow).where(ChunkRow.collection == name))
+            s.execute(delete(CollectionRow).where(CollectionRow.name == name))
+
+    # --- documents -----------------------------------------------------------------------
+    def find_document(self, collection: str, source_uri: str) -> DocumentRow | None:
+        with self.session() as s:
+            return s.scalar(
+                select(DocumentRow).where(
+                    DocumentRow.collection == collection, DocumentRow.source_uri == source_uri
+                )
+            )
+
+    def get_document(self, document_id: str) -> DocumentRow:
+        with self.session() as s:
+            row = s.get(DocumentRow, document_id)
+        if row is None:
+            raise NotFoundError(f"no document with id {document_id}", hint="list documents with `kag documents`")
+        return row
+
+    def documents(self, collection: str | None = None, status: str | None = None) -> list[DocumentRow]:
+        query = select(DocumentRow).order_by(DocumentRow.collection, DocumentRow.source_uri)
+        if collection is not None:
+            query = query.where(DocumentRow.collection == collection)
+        if status is not None:
+            query = query.where(DocumentRow.status == status)
+        with self.session() as s:
+            return list(s.scalars(query))
+
+    def write_document(
+        self,
+        *,
+        collection: str,
+        source_uri: str,
+        sha256: str,
+        mime_type: str,
+        title: str,
+        text: str,
+        size_bytes: int,
+        metadata: dict[str, Any],
+        chunks: Sequence[ChunkDraft],
+        graph: GraphExtraction,
+    ) -> DocumentWrite:
+        """Write a new version of a document, its chunks and its graph in one transaction, status `indexing`."""
+        doc_id = ids.document_id(collection, source_uri)
+        with self.session() as s:
+            row = s.get(DocumentRow, doc_id)
+            if row is None:
+                version = 1
+                row = DocumentRow(id=doc_id, collection=collection, source_uri=source_uri, created_at=utcnow())
+                s.add(row)
+            else:
+                version = row.version + 1
+                self._delete_document_children(s, doc_id)
+            row.sha256, row.mime_type, row.title, row.text = sha256, mime_type, title, text
+            row.size_bytes, row.meta, row.version = size_bytes, metadata, version
+            row.status, row.updated_at = DocumentStatus.INDEXING, utcnow()
+            s.flush()
+
+            chunk_ids = [ids.chunk_id(collection, doc_id, version, c.ordinal, c.text) for c in chunks]
+            s.add_all(
+                ChunkRow(
+                    id=cid,
+                    document_id=doc_id,
+                    collection=collection,
+                    ordinal=c.ordinal,
+                    text=c.text,
+                    char_start=c.char_start,
+                    char_end=c.char_end,
+                    page=c.page,
+                    heading_path=list(c.heading_path),
+                    token_count=c.token_count,
+                )
+                for cid, c in zip(chunk_ids, chunks, strict=True)
+            )
+            s.flush()
+            self._write_graph(s, collection, doc_id, chunk_ids, graph)
+        indexed = tuple(
+            IndexedChunk(chunk_id=cid, document_id=doc_id, collection=collection, text=c.text, title=title)
+            for cid, c in zip(chunk_ids, chunks, strict=True)
+        )
+        return DocumentWrite(doc_id, version, indexed)
+
+    def _write_graph(
+        self, s: Session, collection: str, doc_id: str, chunk_ids: Sequence[str], graph: GraphExtraction
+    ) -> None:
+        if not graph.entities:
+            return
+        entity_ids = {e.key: ids.entity_id(collection, e.key) for e in graph.entities}
+        values = [
+            {"id": entity_ids[e.key], "collection": collection, "key": e.key, "name": e.name, "label": e.label}
+            for e in graph.entities
+        ]
+        insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
+        s.execute(insert(EntityRow).values(values).on_conflict_do_nothing())
+        s.add_all(
+            MentionRow(
+                entity_id=entity_ids[m.entity_key],
+                chunk_id=chunk_ids[m.chunk_ordinal],
+                document_id=doc_id,
+                start=m.start,
+                end=m.end,
+            )
+            for m in graph.mentions
+            if m.entity_key in entity_ids
+        )
+        seen: set[str] = set()
+        for r in graph.relations:
+            if r.source_key not in entity_ids or r.target_key not in entity_ids:
+                continue
+            cid = chunk_ids[r.chunk_ordinal]
+            rid = ids.relation_id(collection, r.source_key, r.type, r.target_key, cid, r.evidence_start)
+            if rid in seen:
+                continue
+            seen.add(rid)
+            s.add(
+                RelationRow(
+                    id=rid,
+                    collection=collection,
+                    source_id=entity_ids[r.source_key],
+                    target_id=entity_ids[r.target_key],
+                    type=r.type,
+                    strength=r.strength,
+                    chunk_id=cid,
+                    document_id=doc_id,
+                    evidence_start=r.evidence_start,
+                    evidence_end=r.evidence_end,
+                )
+            )
+
+    @staticmethod
+    def _delete_document_children(s: Session, doc_id: str) -> None:
+        s.execute(delete(RelationRow).where(RelationRow.document_id == doc_id))
+        s.execute(delete(MentionRow).where(MentionRow.document_id == doc_id))
+        s.execute(delete(ChunkRow).where(ChunkRow.document_id == doc_id))
+
+    @staticmethod
+    def _delete_orphan_entities(s: Session, collection: str) -> None:
+        mentioned = select(MentionRow.entity_id)
+        s.execute(
+            delete(EntityRow).where(EntityRow.collection == collection, EntityRow.id.not_in(mentioned))
+        )
+
+    def mark_indexed(self, document_ids: Sequence[str]) -> None:
+        """Flip documents to `indexed` once every index holds them; drop entities nothing mentions."""
+        if not document_ids:
+            return
+        with self.session() as s:
+            s.execute(
+                update(DocumentRow)
+                .where(DocumentRow.id.in_(list(document_ids)))
+                .values(status=DocumentStatus.INDEXED)
+            )
+            collections = s.scalars(
+                select(DocumentRow.collection).where(DocumentRow.id.in_(list(document_ids))).distinct()
+            )
+            for collection in list(collections):
+                self._delete_orphan_entities(s, collection)
+
+    def mark_deleting(self, document_id: str) -> None:
+        with self.session() as s:
+            s.execute(
+                update(DocumentRow).where(DocumentRow.id == document_id).values(status=DocumentStatus.DELETING)
+            )
+
+    def delete_document(self, document_id: str) -> None:
+        """Remove a document and everything derived from it from the ledger."""
+        with self.session() as s:
+            row = s.get(DocumentRow, document_id)
+            if row is None:
+                return
+            self._delete_document_children(s, document_id)
+            s.delete(row)
+            s.flush()
+            self._delete_orphan_entities(s, row.collection)
+
+    # --- chunks --------------------------------------------------------------------------
+    def chunk_ids(self, collection: str | None = None) -> set[str]:
+        query = select(ChunkRow.id)
+        if collection is not None:
+            query = query.where(ChunkRow.collection == collection)
+        with self.session() as s:
+            return set(s.scalars(query))
+
+    def chunks_of(self, document_id: str) -> list[ChunkRow]:
+        with self.session() as s:
+            return list(
+                s.scalars(select(ChunkRow).where(ChunkRow.document_id == document_id).order_by(ChunkRow.ordinal))
+            )
+
+    def indexed_chunks_of(self, document_id: str) -> list[IndexedChunk]:
+        with self.session() as s:
+            rows = s.execute(
+                select(ChunkRow.id, ChunkRow.collection, ChunkRow.text, DocumentRow.title)
+                .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
+                .where(ChunkRow.document_id == document_id)
+                .order_by(ChunkRow.ordinal)
+            ).all()
+        return [IndexedChunk(r.id, document_id, r.collection, r.text, r.title) for r in rows]
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, tuple[ChunkRow, DocumentRow]]:
+        """Chunk rows with their document rows, keyed by chunk id (missing ids are left out)."""
+        if not chunk_ids:
+            return {}
+        with self.session() as s:
+            rows = s.execute(
+                select(ChunkRow, DocumentRow)
+                .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
+                .where(ChunkRow.id.in_(list(chunk_ids)))
+            ).all()
+        return {c.id: (c, d) for c, d in rows}
+
+    def count_chunks(self) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(ChunkRow)) or 0)
+
+    # --- graph ---------------------------------------------------------------------------
+    def graph_rows(self, collection: str) -> tuple[list[Any], list[Any]]:
+        """(entities with mention counts, relations) of one collection."""
+        with self.session() as s:
+            counts = (
+                select(MentionRow.entity_id, func.count().label("n")).group_by(MentionRow.entity_id).subquery()
+            )
+            entities = s.execute(
+                select(EntityRow.id, EntityRow.key, EntityRow.name, EntityRow.label, func.coalesce(counts.c.n, 0))
+                .outerjoin(counts, counts.c.entity_id == EntityRow.id)
+                .where(EntityRow.collection == collection)
+            ).all()
+            relations = s.execute(
+                select(
+                    RelationRow.id,
+                    RelationRow.source_id,
+                    RelationRow.target_id,
+                    RelationRow.type,
+                    RelationRow.strength,
+                    RelationRow.chunk_id,
+                    RelationRow.evidence_start,
+                    RelationRow.evidence_end,
+                    RelationRow.created_at,
+                ).where(RelationRow.collection == collection)
+            ).all()
+        return [tuple(e) for e in entities], [tuple(r) for r in relations]
+
+    def mentions_of(self, entity_ids: Sequence[str], collections: Sequence[str]) -> list[tuple[str, str]]:
+        """(entity id, chunk id) pairs for entities, restricted to chunks in `collections`."""
+        if not entity_ids or not collections:
+            return []
+        with self.session() as s:
+            rows = s.execute(
+                select(MentionRow.entity_id, MentionRow.chunk_id)
+                .join(ChunkRow, ChunkRow.id == MentionRow.chunk_id)
+                .where(MentionRow.entity_id.in_(list(entity_ids)), ChunkRow.collection.in_(list(collections)))
+            ).all()
+        return [(r[0], r[1]) for r in rows]
+
+    def graph_counts(self, collection: str | None = None) -> tuple[int, int]:
+        with self.session() as s:
+            eq = select(func.count()).select_from(EntityRow)
+            rq = select(func.count()).select_from(RelationRow)
+            if collection is not None:
+                eq = eq.where(EntityRow.collection == collection)
+                rq = rq.where(RelationRow.collection == collection)
+            return int(s.scalar(eq) or 0), int(s.scalar(rq) or 0)
+
+    # --- jobs ----------------------------------------------------------------------------
+    def create_job(self, job_id: str, collection: str, params: dict[str, Any], executor: str = "local") -> None:
+        with self.session() as s:
+            s.add(
+                IngestJobRow(
+                    id=job_id, collection=collection, status=JobStatus.RUNNING, params=params, executor=executor
+                )
+            )
+
+    def update_job(self, job_id: str, **counts: int) -> None:
+        with self.session() as s:
+            s.execute(update(IngestJobRow).where(IngestJobRow.id == job_id).values(**counts))
+
+    def add_job_error(self, job_id: str, path: str, code: str, message: str) -> None:
+        with self.session() as s:
+            s.add(JobErrorRow(job_id=job_id, path=path, code=code, message=message))
+
+    def finish_job(self, job_id: str, status: str, error: str | None = None) -> None:
+        with self.session() as s:
+            s.execute(
+                update(IngestJobRow)
+                .where(IngestJobRow.id == job_id)
+                .values(status=status, error=error, finished_at=utcnow())
+            )
+
+    def interrupt_running_jobs(self) -> int:
+        """Mark jobs left `running` by a crashed process as `interrupted`."""
+        with self.session() as s:
+            result = s.execute(
+                update(IngestJobRow)
+                .where(IngestJobRow.status == JobStatus.RUNNING)
+                .values(status=JobStatus.INTERRUPTED, finished_at=utcnow())
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def get_job(self, job_id: str) -> tuple[IngestJobRow, list[JobErrorRow]]:
+        with self.session() as s:
+            job = s.get(IngestJobRow, job_id)
+            if job is None:
+                raise NotFoundError(f"no ingest job with id {job_id}")
+            errors = list(s.scalars(select(JobErrorRow).where(JobErrorRow.job_id == job_id).order_by(JobErrorRow.id)))
+        return job, errors
+
+    def jobs(self, limit: int = 20) -> list[IngestJobRow]:
+        with self.session() as s:
+            return list(s.scalars(select(IngestJobRow).order_by(IngestJobRow.started_at.desc()).limit(limit)))

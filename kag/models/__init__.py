@@ -1,0 +1,1 @@
+"""Model wrappers: weights load lazily in `warm_up()`, never at import."""

