@@ -24,7 +24,6 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-DEMO_DIR ?= .kag-demo
 
 .PHONY: install test test-fast lint bench demo serve clean docs
 
@@ -60,15 +59,17 @@ bench: install
 	$(BIN)/python scripts/bench_ingest.py $(BENCH_ARGS)
 
 demo: install
-	KAG_DATA_DIR=$(DEMO_DIR) $(BIN)/kag ingest data --collection demo
-	KAG_DATA_DIR=$(DEMO_DIR) $(BIN)/kag ingest data --collection demo
-	KAG_DATA_DIR=$(DEMO_DIR) $(BIN)/kag search "How many days of paid time off do employees get?" -c demo --k 3
-	KAG_DATA_DIR=$(DEMO_DIR) $(BIN)/kag search "What caused the message broker outage?" -c demo --k 3 --mode hybrid
-	KAG_DATA_DIR=$(DEMO_DIR) $(BIN)/kag search "rate limit" -c demo --k 3 --mode lexical
-	KAG_DATA_DIR=$(DEMO_DIR) $(BIN)/kag doctor
+	$(BIN)/kag ingest data --collection demo
+	@echo "--- ingesting again: unchanged files are skipped, 0 chunks added"
+	$(BIN)/kag ingest data --collection demo
+	$(BIN)/kag search "How many days of paid time off do employees accrue per month?" -c demo --k 3
+	$(BIN)/kag search "What caused incident INC-3107?" -c demo --k 3
+	$(BIN)/kag search "Osprey rate limit" -c demo --k 3 --mode lexical
+	$(BIN)/kag search "Which database does the Heron billing service depend on?" -c demo --k 3 --mode graph
+	$(BIN)/kag doctor
 
 docs: install
 	$(BIN)/python scripts/render_readme.py
 
 clean:
-	rm -rf $(VENV) .kag $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .kag .pytest_cache .mypy_cache .ruff_cache

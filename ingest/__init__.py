@@ -1,0 +1,1 @@
+"""Ingestion: sources -> loaders -> chunking -> extraction -> embedding -> indexing."""

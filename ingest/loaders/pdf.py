@@ -1,0 +1,106 @@
+"""PDF loader: pypdf text per page, pages joined by a blank line, one PageSpan each."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from ingest.loaders.base import clean_title, first_line_title, normalize_newlines
+from kag.errors import CorruptDocumentError, EmptyDocumentError, EncryptedDocumentError
+from kag.records import PageSpan, ParsedDocument
+
+PAGE_SEPARATOR = "\n\n"
+
+
+class PdfLoader:
+    """`.pdf`: extractable text only; scanned pages need OCR before ingestion."""
+
+    mime_type = "application/pdf"
+
+    def load(self, data: bytes, *, source: str) -> ParsedDocument:
+        reader = _open(data, source)
+        parts: list[str] = []
+        pages: list[PageSpan] = []
+        offset = 0
+        for number, page in enumerate(_pages(reader, source), start=1):
+            try:
+                raw = page.extract_text() or ""
+            except Exception as exc:  # pypdf raises many types on broken content streams
+                raise CorruptDocumentError(
+                    f"{source}: cannot extract the text of page {number}: {exc}",
+                    hint="repair or re-export the PDF (e.g. print it to a new PDF)",
+                    source=source,
+                ) from exc
+            # NULs show up in some font encodings and are never text
+            text = normalize_newlines(raw).replace("\x00", "").strip()
+            if parts:
+                parts.append(PAGE_SEPARATOR)
+                offset += len(PAGE_SEPARATOR)
+            parts.append(text)
+            pages.append(PageSpan(number, offset, offset + len(text)))
+            offset += len(text)
+        text = "".join(parts)
+        if not text.strip():
+            raise EmptyDocumentError(
+                f"{source}: none of its {len(pages)} page(s) has extractable text; it may be scanned images",
+                hint="run OCR on it first (e.g. `ocrmypdf in.pdf out.pdf`) and ingest the result",
+                source=source,
+            )
+        return ParsedDocument(
+            text=text,
+            mime_type=self.mime_type,
+            title=_metadata_title(reader) or first_line_title(text),
+            pages=tuple(pages),
+            metadata={"page_count": len(pages)},
+        )
+
+
+def _open(data: bytes, source: str) -> Any:
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+    except Exception as exc:  # pypdf signals broken files with many exception types
+        raise _corrupt(source, exc) from exc
+    if reader.is_encrypted:
+        try:
+            opened = reader.decrypt("")
+        except DependencyError as exc:
+            raise EncryptedDocumentError(
+                f"{source}: is encrypted with AES and decrypting it needs the `cryptography` package",
+                hint="pip install cryptography",
+                source=source,
+            ) from exc
+        except Exception as exc:
+            raise _corrupt(source, exc) from exc
+        if not opened:
+            raise EncryptedDocumentError(
+                f"{source}: is password-protected",
+                hint="remove the password (e.g. `qpdf --decrypt --password=... in.pdf out.pdf`) and ingest again",
+                source=source,
+            )
+    return reader
+
+
+def _pages(reader: Any, source: str) -> list[Any]:
+    try:
+        return list(reader.pages)
+    except Exception as exc:
+        raise _corrupt(source, exc) from exc
+
+
+def _corrupt(source: str, exc: Exception) -> CorruptDocumentError:
+    return CorruptDocumentError(
+        f"{source}: not a readable PDF ({type(exc).__name__}: {exc})",
+        hint="the file may be truncated or damaged; download or export it again",
+        source=source,
+    )
+
+
+def _metadata_title(reader: Any) -> str | None:
+    try:
+        metadata = reader.metadata
+        return clean_title(metadata.title) if metadata is not None else None
+    except Exception:  # noqa: BLE001 - a broken info dictionary must not lose the text
+        return None
