@@ -43,6 +43,9 @@ class VectorIndex(Protocol):
     def flush(self) -> None:
         """Make every write so far durable."""
 
+    def optimize(self) -> bool:
+        """Build search structures (HNSW) after a bulk load; True if anything was done."""
+
     def close(self) -> None: ...
 
 

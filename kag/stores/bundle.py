@@ -58,7 +58,7 @@ class Stores:
         for closer in (self.fulltext.close, self.vectors.close, self.ledger.close):
             try:
                 closer()
-            except Exception:  # noqa: BLE001 - closing must release the lock whatever happens
+            except Exception:  # closing must release the lock whatever happens
                 pass
         if self.lock is not None:
             self.lock.release()
