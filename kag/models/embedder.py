@@ -62,10 +62,14 @@ class SentenceTransformerEmbedder:
                 return
             try:
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
             except ImportError as exc:
                 raise MissingDependencyError(
                     "sentence-transformers is not installed", hint="pip install sentence-transformers"
                 ) from exc
+            # weight-loading progress bars would garble the CLI's output and JSON consumers' stderr
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
             try:
                 self._model = SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
             except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear error
@@ -77,8 +81,10 @@ class SentenceTransformerEmbedder:
     @property
     def dim(self) -> int:
         self.warm_up()
-        dim = self._model.get_sentence_embedding_dimension()
-        return int(dim)
+        model = self._model
+        # sentence-transformers 5 renamed the method; keep working with both
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
 
     @property
     def max_seq_length(self) -> int:

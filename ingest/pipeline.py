@@ -1,0 +1,434 @@
+"""Batch ingestion: files -> loader -> chunks -> graph -> embeddings -> ledger -> indexes."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from kag import ids
+from kag.errors import DocumentError, FileTooLargeError, KagError, UnreadablePathError
+from kag.ledger.models import DocumentStatus, JobStatus
+from kag.models.embedder import Embedder
+from kag.records import ChunkDraft, GraphExtraction, ParsedDocument
+from kag.stores.bundle import Stores
+
+log = logging.getLogger("kag.ingest")
+
+GLOB_CHARS = set("*?[")
+
+
+class ChunkerLike(Protocol):
+    def chunk(self, doc: ParsedDocument) -> list[ChunkDraft]: ...
+
+
+class ExtractorLike(Protocol):
+    def extract(self, chunks: Sequence[ChunkDraft]) -> GraphExtraction: ...
+
+
+class LoaderRegistryLike(Protocol):
+    def for_path(self, path: str | Path): ...  # noqa: ANN201 - returns the registry's Loader
+
+
+@dataclass(frozen=True, slots=True)
+class FileError:
+    """One file that could not be ingested, and why."""
+
+    path: str
+    code: str
+    message: str
+
+
+@dataclass
+class JobReport:
+    """What an ingestion job did; `--json` prints exactly this."""
+
+    job_id: str
+    collection: str
+    status: str = JobStatus.RUNNING
+    files_total: int = 0
+    documents_added: int = 0
+    documents_updated: int = 0
+    documents_unchanged: int = 0
+    documents_failed: int = 0
+    documents_deleted: int = 0
+    chunks_added: int = 0
+    seconds: float = 0.0
+    errors: list[FileError] = field(default_factory=list)
+
+    @property
+    def files_done(self) -> int:
+        return self.documents_added + self.documents_updated + self.documents_unchanged + self.documents_failed
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "files_total": self.files_total,
+            "files_done": self.files_done,
+            "documents_added": self.documents_added,
+            "documents_updated": self.documents_updated,
+            "documents_unchanged": self.documents_unchanged,
+            "documents_failed": self.documents_failed,
+            "documents_deleted": self.documents_deleted,
+            "chunks_added": self.chunks_added,
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "job_id": self.job_id,
+            "collection": self.collection,
+            "status": self.status,
+            **self.counts(),
+            "seconds": round(self.seconds, 3),
+            "errors": [{"path": e.path, "code": e.code, "message": e.message} for e in self.errors],
+        }
+
+
+class ProgressListener(Protocol):
+    def on_start(self, files_total: int) -> None: ...
+
+    def on_file_done(self, path: str, chunks: int, ok: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A parsed, chunked and graph-extracted document waiting to be embedded and written."""
+
+    path: str
+    source_uri: str
+    sha256: str
+    size: int
+    parsed: ParsedDocument
+    chunks: list[ChunkDraft]
+    graph: GraphExtraction
+    is_update: bool
+
+
+def discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[FileError]]:
+    """Expand files, folders (recursively, skipping hidden entries) and globs into a sorted file list."""
+    found: dict[str, Path] = {}
+    errors: list[FileError] = []
+    for raw in paths:
+        text = str(raw)
+        candidates: list[Path]
+        if any(ch in GLOB_CHARS for ch in text) and not Path(text).exists():
+            candidates = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
+            if not candidates:
+                errors.append(FileError(text, UnreadablePathError.code, f"no file matches the pattern {text}"))
+                continue
+        else:
+            candidates = [Path(text)]
+        for path in candidates:
+            if path.is_dir():
+                for child in sorted(path.rglob("*")):
+                    rel = child.relative_to(path).parts
+                    if child.is_file() and not any(part.startswith(".") for part in rel):
+                        found.setdefault(str(child.resolve()), child)
+            elif path.is_file():
+                found.setdefault(str(path.resolve()), path)
+            elif path.exists():
+                errors.append(FileError(text, UnreadablePathError.code, f"{text} is not a regular file"))
+            else:
+                errors.append(FileError(text, UnreadablePathError.code, f"{text} does not exist"))
+    return [found[k] for k in sorted(found)], errors
+
+
+class Ingestor:
+    """Runs ingestion jobs against one set of stores; idempotent and crash-safe."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        embedder: Embedder,
+        chunker: ChunkerLike,
+        registry: LoaderRegistryLike,
+        *,
+        extractor: ExtractorLike | None = None,
+        max_file_bytes: int = 50 * 1024 * 1024,
+        batch_chunks: int = 256,
+        fingerprint: str = "",
+    ) -> None:
+        self.stores = stores
+        self.embedder = embedder
+        self.chunker = chunker
+        self.registry = registry
+        self.extractor = extractor
+        self.max_file_bytes = max_file_bytes
+        self.batch_chunks = batch_chunks
+        # documents ingested under other chunking/embedding settings are re-processed
+        self.fingerprint = fingerprint
+
+    # --- public ------------------------------------------------------------------------
+    def ingest(
+        self,
+        paths: Sequence[str | Path],
+        collection: str,
+        *,
+        sync: bool = False,
+        listener: ProgressListener | None = None,
+        job_id: str | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> JobReport:
+        """Ingest files into a collection; per-file errors are recorded, never raised."""
+        started = time.perf_counter()
+        ledger = self.stores.ledger
+        self.repair()
+        ledger.ensure_collection(collection)
+        report = JobReport(job_id=job_id or uuid.uuid4().hex, collection=collection)
+        ledger.create_job(report.job_id, collection, {"paths": [str(p) for p in paths], "sync": sync})
+        try:
+            files, discover_errors = discover(paths)
+            report.files_total = len(files) + len(discover_errors)
+            if listener:
+                listener.on_start(report.files_total)
+            for err in discover_errors:
+                self._fail(report, err, listener)
+            self._run(files, collection, report, listener, should_stop)
+            if sync:
+                report.documents_deleted = self._sync(paths, files, collection)
+            if report.chunks_added:
+                # one HNSW build per job, not per batch: search is exact (brute force) until then
+                self.stores.vectors.optimize()
+            interrupted = should_stop is not None and should_stop()
+            if interrupted:
+                report.status = JobStatus.INTERRUPTED
+            elif report.files_total and report.documents_failed == report.files_total:
+                report.status = JobStatus.FAILED
+            else:
+                report.status = JobStatus.COMPLETED
+            ledger.update_job(report.job_id, **report.counts())
+            ledger.finish_job(report.job_id, report.status)
+        except BaseException as exc:
+            report.status = JobStatus.FAILED
+            try:
+                ledger.update_job(report.job_id, **report.counts())
+                ledger.finish_job(report.job_id, JobStatus.FAILED, error=f"{exc.__class__.__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - the original error matters more
+                log.exception("could not record the job failure", extra={"job_id": report.job_id})
+            raise
+        finally:
+            report.seconds = time.perf_counter() - started
+        return report
+
+    def delete_document(self, document_id: str) -> None:
+        """Remove a document from every store: indexes first, then the ledger row."""
+        ledger = self.stores.ledger
+        ledger.get_document(document_id)  # raises NotFoundError
+        ledger.mark_deleting(document_id)
+        self._purge_indexes([document_id])
+        ledger.delete_document(document_id)
+
+    def delete_collection(self, collection: str) -> None:
+        """Remove a collection and every trace of it from every store."""
+        self.stores.vectors.delete_collection(collection)
+        self.stores.fulltext.delete_collection(collection)
+        self.stores.fulltext.commit()
+        self.stores.vectors.flush()
+        self.stores.ledger.delete_collection(collection)
+
+    def repair(self) -> dict[str, int]:
+        """Finish what a crashed run left: `indexing` documents re-derive their index entries from
+        the ledger, `deleting` documents finish deleting, `running` jobs become `interrupted`."""
+        ledger = self.stores.ledger
+        fixed = {"reindexed": 0, "deleted": 0, "jobs_interrupted": ledger.interrupt_running_jobs()}
+        for row in ledger.documents(status=DocumentStatus.DELETING):
+            self._purge_indexes([row.id])
+            ledger.delete_document(row.id)
+            fixed["deleted"] += 1
+        stuck = ledger.documents(status=DocumentStatus.INDEXING)
+        for row in stuck:
+            self.reindex_document(row.id)
+            fixed["reindexed"] += 1
+        return fixed
+
+    def reindex_document(self, document_id: str) -> int:
+        """Rebuild one document's index entries from its ledger rows."""
+        chunks = self.stores.ledger.indexed_chunks_of(document_id)
+        self._purge_indexes([document_id])
+        if chunks:
+            vectors = self.embedder.embed([c.text for c in chunks])
+            self.stores.vectors.upsert(chunks, vectors)
+            self.stores.fulltext.add(chunks)
+        self.stores.fulltext.commit()
+        self.stores.vectors.flush()
+        self.stores.ledger.mark_indexed([document_id])
+        return len(chunks)
+
+    # --- internals -----------------------------------------------------------------------
+    def _purge_indexes(self, document_ids: list[str]) -> None:
+        self.stores.vectors.delete_documents(document_ids)
+        self.stores.fulltext.delete_documents(document_ids)
+        self.stores.fulltext.commit()
+        self.stores.vectors.flush()
+
+    def _fail(self, report: JobReport, err: FileError, listener: ProgressListener | None) -> None:
+        report.documents_failed += 1
+        report.errors.append(err)
+        self.stores.ledger.add_job_error(report.job_id, err.path, err.code, err.message)
+        log.warning("file failed", extra={"path": err.path, "code": err.code, "error": err.message})
+        if listener:
+            listener.on_file_done(err.path, 0, False)
+
+    def _run(
+        self,
+        files: list[Path],
+        collection: str,
+        report: JobReport,
+        listener: ProgressListener | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        # Parsing, chunking and graph extraction run in a producer thread while this thread
+        # embeds and writes, so the two halves overlap instead of adding up.
+        batches: queue.Queue[list[_Prepared | FileError | str] | None] = queue.Queue(maxsize=2)
+        failure: list[BaseException] = []
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                batch: list[_Prepared | FileError | str] = []
+                size = 0
+                for path in files:
+                    if stop.is_set() or (should_stop is not None and should_stop()):
+                        break
+                    item = self._prepare(path, collection)
+                    batch.append(item)
+                    if isinstance(item, _Prepared):
+                        size += len(item.chunks)
+                    if size >= self.batch_chunks:
+                        batches.put(batch)
+                        batch, size = [], 0
+                if batch:
+                    batches.put(batch)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+                failure.append(exc)
+            finally:
+                batches.put(None)
+
+        producer = threading.Thread(target=produce, name="kag-ingest-prepare", daemon=True)
+        producer.start()
+        try:
+            while (batch := batches.get()) is not None:
+                self._write_batch(batch, report, listener)
+                self.stores.ledger.update_job(report.job_id, **report.counts())
+        finally:
+            stop.set()
+            while producer.is_alive():
+                try:
+                    batches.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            producer.join()
+        if failure:
+            raise failure[0]
+
+    def _prepare(self, path: Path, collection: str) -> _Prepared | FileError | str:
+        """Read, parse, chunk and extract one file; returns the source uri when it is unchanged."""
+        shown = str(path)
+        source_uri = str(path.resolve())
+        try:
+            try:
+                size = path.stat().st_size
+                if size > self.max_file_bytes:
+                    raise FileTooLargeError(
+                        f"{shown} is {size / 1e6:.1f} MB, over the {self.max_file_bytes / 1e6:.1f} MB limit",
+                        hint="raise KAG_MAX_FILE_SIZE_MB to ingest it",
+                    )
+                data = path.read_bytes()
+            except OSError as exc:
+                raise UnreadablePathError(f"cannot read {shown}: {exc.strerror or exc}") from exc
+            sha = ids.sha256_bytes(data)
+            existing = self.stores.ledger.find_document(collection, source_uri)
+            if (
+                existing is not None
+                and existing.sha256 == sha
+                and existing.status == DocumentStatus.INDEXED
+                and existing.meta.get("_kag_fingerprint") == self.fingerprint
+            ):
+                return source_uri
+            loader = self.registry.for_path(path)
+            parsed = loader.load(data, source=shown)
+            chunks = self.chunker.chunk(parsed)
+            graph = self.extractor.extract(chunks) if self.extractor is not None and chunks else GraphExtraction()
+            return _Prepared(shown, source_uri, sha, len(data), parsed, chunks, graph, existing is not None)
+        except DocumentError as exc:
+            return FileError(shown, exc.code, str(exc))
+        except KagError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a parser bug on one file must not stop the batch
+            log.exception("unexpected error while preparing a file", extra={"path": shown})
+            return FileError(shown, "internal_error", f"{exc.__class__.__name__}: {exc}")
+
+    def _write_batch(
+        self, batch: list[_Prepared | FileError | str], report: JobReport, listener: ProgressListener | None
+    ) -> None:
+        ledger = self.stores.ledger
+        prepared = [item for item in batch if isinstance(item, _Prepared)]
+        for item in batch:
+            if isinstance(item, FileError):
+                self._fail(report, item, listener)
+            elif isinstance(item, str):
+                report.documents_unchanged += 1
+                if listener:
+                    listener.on_file_done(item, 0, True)
+        if not prepared:
+            return
+        # embed first: a crash while embedding leaves the stores untouched
+        texts = [c.text for p in prepared for c in p.chunks]
+        vectors = self.embedder.embed(texts)
+        writes = []
+        for p in prepared:
+            meta = dict(p.parsed.metadata)
+            meta["_kag_fingerprint"] = self.fingerprint
+            if p.parsed.pages:
+                meta["pages"] = len(p.parsed.pages)
+            writes.append(
+                ledger.write_document(
+                    collection=report.collection,
+                    source_uri=p.source_uri,
+                    sha256=p.sha256,
+                    mime_type=p.parsed.mime_type,
+                    title=p.parsed.title or Path(p.path).name,
+                    text=p.parsed.text,
+                    size_bytes=p.size,
+                    metadata=meta,
+                    chunks=p.chunks,
+                    graph=p.graph,
+                )
+            )
+        updated = [w.document_id for w, p in zip(writes, prepared, strict=True) if p.is_update]
+        if updated:
+            self.stores.vectors.delete_documents(updated)
+            self.stores.fulltext.delete_documents(updated)
+        all_chunks = [c for w in writes for c in w.chunks]
+        self.stores.vectors.upsert(all_chunks, vectors)
+        self.stores.fulltext.add(all_chunks)
+        self.stores.fulltext.commit()
+        self.stores.vectors.flush()
+        ledger.mark_indexed([w.document_id for w in writes])
+        for w, p in zip(writes, prepared, strict=True):
+            if p.is_update:
+                report.documents_updated += 1
+            else:
+                report.documents_added += 1
+            report.chunks_added += len(w.chunks)
+            if listener:
+                listener.on_file_done(p.path, len(w.chunks), True)
+
+    def _sync(self, roots: Sequence[str | Path], present: list[Path], collection: str) -> int:
+        """Delete documents whose source file under the given roots no longer exists."""
+        folders = [str(Path(r).resolve()) for r in roots if Path(r).is_dir()]
+        seen = {str(p.resolve()) for p in present}
+        removed = 0
+        for row in self.stores.ledger.documents(collection=collection):
+            under = any(row.source_uri == f or row.source_uri.startswith(f.rstrip("/") + "/") for f in folders)
+            if under and row.source_uri not in seen and not Path(row.source_uri).exists():
+                self.delete_document(row.id)
+                removed += 1
+        return removed
+

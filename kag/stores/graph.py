@@ -1,0 +1,162 @@
+"""The knowledge graph: a networkx MultiDiGraph built from the ledger's entities and relations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+import networkx as nx
+
+#: The relation ontology: group -> relation types. RelatedTo is the untyped co-occurrence link.
+RELATION_GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "hierarchy": ("IsA", "PartOf", "InstanceOf"),
+        "function": ("Causes", "Enables", "Prevents", "Requires"),
+        "structure": ("Contains", "DependsOn", "Connects"),
+        "semantics": ("SimilarTo", "RelatedTo"),
+        "technique": ("Implements", "Extends", "Uses", "Optimizes"),
+    }
+)
+#: Every relation type, in ontology order.
+RELATION_TYPES: tuple[str, ...] = tuple(t for types in RELATION_GROUPS.values() for t in types)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphNode:
+    """One entity row: a node of the graph."""
+
+    entity_id: str
+    key: str
+    name: str
+    label: str
+    mention_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GraphEdge:
+    """One relation row: an edge of the graph, keyed by relation_id."""
+
+    relation_id: str
+    source_entity_id: str
+    target_entity_id: str
+    type: str
+    strength: float
+    chunk_id: str | None = None
+    evidence_start: int | None = None
+    evidence_end: int | None = None
+    created_at: datetime | None = None
+
+
+def _coerce(row: Any, cls: type[Any]) -> Any:
+    """A GraphNode/GraphEdge from itself, an object with those attribute names, or a plain tuple."""
+    if isinstance(row, cls):
+        return row
+    names = [f.name for f in fields(cls)]
+    if hasattr(row, names[0]):  # ORM objects, named tuples, SQLAlchemy rows with labelled columns
+        return cls(**{n: getattr(row, n) for n in names if hasattr(row, n)})
+    return cls(*row)
+
+
+def build_graph(entities: Iterable[Any], relations: Iterable[Any]) -> nx.MultiDiGraph:
+    """A MultiDiGraph with one node per entity and one edge per relation (edge key = relation id)."""
+    graph = nx.MultiDiGraph()
+    for row in entities:
+        node: GraphNode = _coerce(row, GraphNode)
+        graph.add_node(node.entity_id, key=node.key, name=node.name, label=node.label, mentions=node.mention_count)
+    for row in relations:
+        edge: GraphEdge = _coerce(row, GraphEdge)
+        if edge.source_entity_id not in graph or edge.target_entity_id not in graph:
+            # The ledger is the truth; an edge to an entity outside this load (another collection,
+            # or deleted meanwhile) would otherwise appear as an attribute-less node.
+            continue
+        graph.add_edge(
+            edge.source_entity_id,
+            edge.target_entity_id,
+            key=edge.relation_id,
+            type=edge.type,
+            strength=float(edge.strength),
+            chunk_id=edge.chunk_id,
+            evidence_start=edge.evidence_start,
+            evidence_end=edge.evidence_end,
+            created_at=edge.created_at,
+        )
+    return graph
+
+
+def neighbors_within(
+    graph: nx.MultiDiGraph,
+    entity_ids: Iterable[str],
+    hops: int = 2,
+    min_strength: float = 0.0,
+    *,
+    hop_decay: float = 0.5,
+) -> dict[str, float]:
+    """Entities reachable from the seeds within `hops` edges, best score first; seeds score 1.0.
+
+    A path's score is the product of its edge strengths times hop_decay for every hop after the
+    first, so a direct neighbour scores its edge's strength. Edges count in both directions,
+    parallel edges by their strongest, and edges weaker than min_strength not at all.
+    """
+    if hops < 0:
+        raise ValueError("hops must be >= 0")
+    if not 0.0 <= hop_decay <= 1.0:
+        raise ValueError("hop_decay must be in [0, 1]")
+    best: dict[str, float] = {e: 1.0 for e in entity_ids if e in graph}
+    frontier = dict(best)
+    for hop in range(hops):
+        factor = 1.0 if hop == 0 else hop_decay
+        reached: dict[str, float] = {}
+        for node, score in frontier.items():
+            for neighbor, strength in _strongest_links(graph, node, min_strength).items():
+                candidate = score * strength * factor
+                if candidate > best.get(neighbor, 0.0) and candidate > reached.get(neighbor, 0.0):
+                    reached[neighbor] = candidate
+        # Only nodes whose score improved need expanding again: any other node was expanded
+        # earlier with a higher score and at least as many hops left.
+        best.update(reached)
+        frontier = reached
+        if not frontier:
+            break
+    return dict(sorted(best.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _strongest_links(graph: nx.MultiDiGraph, node: str, min_strength: float) -> dict[str, float]:
+    links: dict[str, float] = {}
+    for adjacency in (graph.succ[node], graph.pred[node]):
+        for neighbor, edges in adjacency.items():
+            if neighbor == node:
+                continue
+            for attrs in edges.values():
+                strength = float(attrs.get("strength", 0.0))
+                if strength >= min_strength and strength > links.get(neighbor, 0.0):
+                    links[neighbor] = strength
+    return links
+
+
+def load_graph(ledger: Any, collection: str) -> nx.MultiDiGraph:
+    """Build one collection's graph from the ledger's entity and relation rows."""
+    entities, relations = ledger.graph_rows(collection)
+    return build_graph(entities, relations)
+
+
+class GraphCache:
+    """Per-collection graphs loaded from the ledger on demand; `invalidate` after writes."""
+
+    def __init__(self, ledger: Any) -> None:
+        self.ledger = ledger
+        self._graphs: dict[str, nx.MultiDiGraph] = {}
+
+    def get(self, collection: str) -> nx.MultiDiGraph:
+        graph = self._graphs.get(collection)
+        if graph is None:
+            graph = self._graphs[collection] = load_graph(self.ledger, collection)
+        return graph
+
+    def invalidate(self, collection: str | None = None) -> None:
+        if collection is None:
+            self._graphs.clear()
+        else:
+            self._graphs.pop(collection, None)

@@ -1,0 +1,1 @@
+"""The answer pipeline: retrieve -> rerank -> generate -> verify, and its evaluation."""

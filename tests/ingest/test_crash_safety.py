@@ -1,0 +1,110 @@
+"""kill -9 at many points of a real `kag ingest`, then re-run: the same state as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ingest.corpus_factory import make_corpus
+
+DRIVER = Path(__file__).with_name("crash_driver.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+# (method, nth call, before/after): points across the write path of several batches
+KILL_POINTS = [
+    ("kag.ledger.store:Ledger.write_document", 3, "after"),
+    ("kag.stores.vector:EdgeVectorIndex.upsert", 2, "after"),
+    ("kag.stores.fulltext:TantivyIndex.add", 2, "after"),
+    ("kag.stores.fulltext:TantivyIndex.commit", 2, "before"),
+    ("kag.ledger.store:Ledger.mark_indexed", 2, "before"),
+    ("kag.ledger.store:Ledger.delete_document", 1, "before"),
+]
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        KAG_DATA_DIR=str(data_dir),
+        KAG_INDEX_BATCH_SIZE="6",
+        KAG_CHUNK_SIZE="48",
+        KAG_CHUNK_OVERLAP="8",
+        PYTHONPATH=str(ROOT),
+    )
+    env.pop("KAG_DATABASE_URL", None)
+    return env
+
+
+def _kag(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kag.cli", *args], env=_env(data_dir), capture_output=True, text=True, timeout=300
+    )
+
+
+def _state(data_dir: Path) -> dict[str, object]:
+    doctor = _kag(data_dir, "doctor", "--json")
+    docs = _kag(data_dir, "documents", "--json")
+    assert docs.returncode == 0, docs.stderr
+    rows = json.loads(docs.stdout)
+    return {
+        "doctor": json.loads(doctor.stdout),
+        "doctor_rc": doctor.returncode,
+        "documents": sorted((d["id"], d["version"], d["status"]) for d in rows),
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_corpus(tmp_path_factory.mktemp("crash") / "corpus")
+    for i in range(6):  # more documents, so the job spans several batches
+        (root / f"note-{i}.md").write_text(f"# Note {i}\n\nThe Kestrel fleet manager schedules robot {i}. " * 8)
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean_state(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    data = tmp_path_factory.mktemp("clean")
+    result = _kag(data, "ingest", str(corpus), "-c", "hr", "--json")
+    assert result.returncode == 0, result.stderr
+    state = _state(data)
+    assert state["doctor_rc"] == 0 and state["doctor"]["consistent"] is True  # type: ignore[index]
+    return state
+
+
+@pytest.mark.parametrize(("target", "nth", "when"), KILL_POINTS, ids=[f"{t.split('.')[-1]}#{n}-{w}" for t, n, w in KILL_POINTS])
+def test_kill_9_then_rerun_converges(
+    target: str, nth: int, when: str, corpus: Path, clean_state: dict[str, object], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    args = ["ingest", str(corpus), "-c", "hr", "--json"]
+    if "delete_document" in target:
+        # a deletion killed half-way: ingest, remove a file, then --sync gets killed
+        assert _kag(data, *args).returncode == 0
+        victim = corpus / "note-5.md"
+        saved = victim.read_text()
+        victim.unlink()
+        try:
+            crashed = subprocess.run(
+                [sys.executable, str(DRIVER), target, str(nth), when, "--", *args, "--sync"],
+                env=_env(data), capture_output=True, text=True, timeout=300,
+            )
+            assert crashed.returncode == -9, crashed.stderr
+            rerun = _kag(data, *args, "--sync")
+            assert rerun.returncode == 0, rerun.stderr
+        finally:
+            victim.write_text(saved)
+    else:
+        crashed = subprocess.run(
+            [sys.executable, str(DRIVER), target, str(nth), when, "--", *args],
+            env=_env(data), capture_output=True, text=True, timeout=300,
+        )
+        assert crashed.returncode == -9, f"the kill point was never reached: {crashed.stderr[-2000:]}"
+    rerun = _kag(data, *args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _state(data) == clean_state

@@ -1,0 +1,102 @@
+"""build_graph and neighbors_within on a handmade graph."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from datetime import UTC, datetime
+
+import networkx as nx
+import pytest
+
+from kag.stores.graph import RELATION_GROUPS, RELATION_TYPES, GraphEdge, GraphNode, build_graph, neighbors_within
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def chain_graph() -> nx.MultiDiGraph:
+    #   a --0.9--> b --0.8--> c --0.9--> d        a <--0.4-- e (pointing at a)
+    nodes = [GraphNode(n, n, n.upper(), "KEYPHRASE", 1) for n in "abcde"]
+    edges = [
+        GraphEdge("r1", "a", "b", "Uses", 0.9, "c1", 0, 10, NOW),
+        GraphEdge("r2", "b", "c", "DependsOn", 0.8, "c1", 0, 10, NOW),
+        GraphEdge("r3", "c", "d", "Contains", 0.9, "c2", 5, 20, NOW),
+        GraphEdge("r4", "e", "a", "RelatedTo", 0.4, "c3", 0, 8, NOW),
+    ]
+    return build_graph(nodes, edges)
+
+
+def test_ontology_constants() -> None:
+    assert set(RELATION_GROUPS) == {"hierarchy", "function", "structure", "semantics", "technique"}
+    assert RELATION_GROUPS["technique"] == ("Implements", "Extends", "Uses", "Optimizes")
+    assert len(RELATION_TYPES) == len(set(RELATION_TYPES)) == 16
+    assert "RelatedTo" in RELATION_GROUPS["semantics"]
+
+
+def test_build_graph_nodes_and_edges() -> None:
+    graph = chain_graph()
+    assert graph.number_of_nodes() == 5
+    assert graph.nodes["a"] == {"key": "a", "name": "A", "label": "KEYPHRASE", "mentions": 1}
+    edge = graph.edges["c", "d", "r3"]
+    assert edge == {
+        "type": "Contains",
+        "strength": 0.9,
+        "chunk_id": "c2",
+        "evidence_start": 5,
+        "evidence_end": 20,
+        "created_at": NOW,
+    }
+
+
+def test_build_graph_accepts_tuples_and_named_rows_and_keeps_parallel_edges() -> None:
+    Row = namedtuple("Row", "entity_id key name label mention_count")
+    entities = [("x", "x", "X", "ORG", 3), Row("y", "y", "Y", "KEYPHRASE", 1)]
+    relations = [
+        ("r1", "x", "y", "Uses", 0.9, "c1", 0, 4, NOW),
+        ("r2", "x", "y", "RelatedTo", 0.3, "c2", 0, 4, NOW),
+        ("r3", "x", "gone", "Uses", 0.9, "c1", 0, 4, NOW),  # its target is not loaded
+    ]
+    graph = build_graph(entities, relations)
+    assert set(graph.nodes) == {"x", "y"}
+    assert graph.nodes["y"]["label"] == "KEYPHRASE"
+    assert graph.number_of_edges("x", "y") == 2
+    assert {k for _, _, k in graph.edges(keys=True)} == {"r1", "r2"}
+
+
+def test_neighbors_within_scores_the_best_path_with_hop_decay() -> None:
+    graph = chain_graph()
+    scores = neighbors_within(graph, ["a"], hops=2)
+    assert scores["a"] == 1.0
+    assert scores["b"] == pytest.approx(0.9)  # a direct neighbour scores its edge
+    assert scores["e"] == pytest.approx(0.4)  # edges count in both directions
+    assert scores["c"] == pytest.approx(0.9 * 0.8 * 0.5)  # second hop decays
+    assert "d" not in scores  # three hops away
+    assert list(scores) == ["a", "b", "e", "c"]  # best first
+
+    three = neighbors_within(graph, ["a"], hops=3, hop_decay=1.0)
+    assert three["d"] == pytest.approx(0.9 * 0.8 * 0.9)
+
+
+def test_neighbors_within_prefers_the_stronger_path() -> None:
+    nodes = [GraphNode(n, n, n, "KEYPHRASE") for n in "sxyt"]
+    edges = [
+        GraphEdge("1", "s", "x", "Uses", 0.3),
+        GraphEdge("2", "x", "t", "Uses", 0.9),
+        GraphEdge("3", "s", "y", "Uses", 0.9),
+        GraphEdge("4", "y", "t", "Uses", 0.8),
+        GraphEdge("5", "s", "t", "RelatedTo", 0.2),  # direct but weak
+        GraphEdge("6", "s", "t", "RelatedTo", 0.1),  # a weaker parallel edge
+    ]
+    scores = neighbors_within(build_graph(nodes, edges), ["s"], hops=2, hop_decay=0.5)
+    assert scores["t"] == pytest.approx(max(0.2, 0.9 * 0.8 * 0.5))
+
+
+def test_neighbors_within_min_strength_and_edge_cases() -> None:
+    graph = chain_graph()
+    strong = neighbors_within(graph, ["a"], hops=2, min_strength=0.85)
+    assert strong == {"a": 1.0, "b": pytest.approx(0.9)}  # b -> c (0.8) and e (0.4) are too weak
+    assert neighbors_within(graph, ["a"], hops=0) == {"a": 1.0}
+    assert neighbors_within(graph, ["missing"], hops=2) == {}
+    both = neighbors_within(graph, ["a", "d"], hops=1)
+    assert both["c"] == pytest.approx(0.9) and both["a"] == both["d"] == 1.0
+    with pytest.raises(ValueError):
+        neighbors_within(graph, ["a"], hops=-1)
