@@ -82,7 +82,34 @@ _LINE = re.compile(r"\n")
 _LAST_WORD = re.compile(r"(\w+)\W*$")
 # abbreviations whose period does not end a sentence ("Dr. Smith", "Fig. 3")
 _ABBREVIATIONS = frozenset(
-    ["mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "fig", "figs", "eq", "eqs", "no", "nos", "vol", "pp", "ca", "cf", "approx", "dept", "inc", "ltd", "co", "corp"]
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "fig",
+        "figs",
+        "eq",
+        "eqs",
+        "no",
+        "nos",
+        "vol",
+        "pp",
+        "ca",
+        "cf",
+        "approx",
+        "dept",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+    ]
 )
 # what is left of a section when its heading is removed, if nothing but the heading's decoration
 _DECORATION = re.compile(r"[\s#=\-*_>|]*")

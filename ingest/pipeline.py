@@ -34,7 +34,7 @@ class ExtractorLike(Protocol):
 
 
 class LoaderRegistryLike(Protocol):
-    def for_path(self, path: str | Path): ...  # noqa: ANN201 - returns the registry's Loader
+    def for_path(self, path: str | Path): ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +209,7 @@ class Ingestor:
             try:
                 ledger.update_job(report.job_id, **report.counts())
                 ledger.finish_job(report.job_id, JobStatus.FAILED, error=f"{exc.__class__.__name__}: {exc}")
-            except Exception:  # noqa: BLE001 - the original error matters more
+            except Exception:
                 log.exception("could not record the job failure", extra={"job_id": report.job_id})
             raise
         finally:
@@ -305,7 +305,7 @@ class Ingestor:
                         batch, size = [], 0
                 if batch:
                     batches.put(batch)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+            except BaseException as exc:
                 failure.append(exc)
             finally:
                 batches.put(None)
@@ -360,7 +360,7 @@ class Ingestor:
             return FileError(shown, exc.code, str(exc))
         except KagError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a parser bug on one file must not stop the batch
+        except Exception as exc:
             log.exception("unexpected error while preparing a file", extra={"path": shown})
             return FileError(shown, "internal_error", f"{exc.__class__.__name__}: {exc}")
 
@@ -431,4 +431,3 @@ class Ingestor:
                 self.delete_document(row.id)
                 removed += 1
         return removed
-

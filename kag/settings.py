@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     )
     qdrant_url: str | None = Field(
         None,
-        description="URL of a Qdrant server or cluster; when unset, the embedded Qdrant Edge shard in the data dir is used.",
+        description="URL of a Qdrant server or cluster; when unset, the embedded Qdrant Edge shard "
+        "in the data dir is used.",
     )
     qdrant_api_key: SecretStr | None = Field(None, description="API key for the Qdrant server (server mode only).")
     qdrant_collection: str = Field(
@@ -47,9 +48,7 @@ class Settings(BaseSettings):
     # --- ingestion -----------------------------------------------------------------------
     chunk_size: int = Field(200, ge=16, description="Chunk budget in tokens of the embedder's tokenizer.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks of one section.")
-    index_batch_size: int = Field(
-        256, ge=1, description="Chunks written to the indexes per batch during ingestion."
-    )
+    index_batch_size: int = Field(256, ge=1, description="Chunks written to the indexes per batch during ingestion.")
     max_file_size_mb: float = Field(50.0, gt=0, description="Files larger than this are rejected before parsing.")
     json_text_field: str = Field("text", description="Field of `.json`/`.jsonl` records that holds the text.")
     json_title_field: str = Field("title", description="Field of `.json`/`.jsonl` records that holds a title.")

@@ -39,9 +39,7 @@ class CrossEncoderReranker:
 
     def __init__(self, model_path: str, *, device: str = "cpu", batch_size: int = 32) -> None:
         if not model_path:
-            raise ConfigurationError(
-                "the cross-encoder reranker needs a model path", hint="set KAG_RERANK_MODEL_PATH"
-            )
+            raise ConfigurationError("the cross-encoder reranker needs a model path", hint="set KAG_RERANK_MODEL_PATH")
         self.model_path = model_path
         self.device = device
         self.batch_size = batch_size
@@ -75,8 +73,7 @@ class CrossEncoderReranker:
 
 
 RELEVANCE_PROMPT = (
-    "Passage: {passage}\n\nQuestion: {query}\n\n"
-    "Does the passage help answer the question? Answer yes or no.\nAnswer:"
+    "Passage: {passage}\n\nQuestion: {query}\n\nDoes the passage help answer the question? Answer yes or no.\nAnswer:"
 )
 
 
@@ -152,7 +149,9 @@ class RerankStage:
         return mmr(ranked, vectors[1:], vectors[0], k, self.mmr_lambda)
 
 
-def make_reranker(kind: str, *, model_path: str | None = None, yes_probability: Callable[[str], float] | None = None) -> Reranker:
+def make_reranker(
+    kind: str, *, model_path: str | None = None, yes_probability: Callable[[str], float] | None = None
+) -> Reranker:
     """The reranker named by the `KAG_RERANK` setting."""
     if kind == "none":
         return NoReranker()

@@ -51,9 +51,7 @@ class LexicalRetriever:
 class GraphRetriever:
     """Query entities linked to graph nodes, expanded over relations, back to the chunks that mention them."""
 
-    def __init__(
-        self, ledger: Ledger, extractor: QueryEntityExtractor, graphs: GraphCache, *, hops: int = 2
-    ) -> None:
+    def __init__(self, ledger: Ledger, extractor: QueryEntityExtractor, graphs: GraphCache, *, hops: int = 2) -> None:
         self.ledger = ledger
         self.extractor = extractor
         self.graphs = graphs

@@ -20,7 +20,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def embedder():  # noqa: ANN201 - the real bundled all-MiniLM-L6-v2
+def embedder():
     from kag.models.embedder import SentenceTransformerEmbedder
 
     model = SentenceTransformerEmbedder(batch_size=32)
@@ -30,7 +30,7 @@ def embedder():  # noqa: ANN201 - the real bundled all-MiniLM-L6-v2
 
 
 @pytest.fixture(scope="session")
-def spacy_extractor():  # noqa: ANN201 - the real en_core_web_sm extractor
+def spacy_extractor():
     from ingest.graph import SpacyGraphExtractor
 
     extractor = SpacyGraphExtractor()
@@ -64,7 +64,7 @@ def postgres_server_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def ledger_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # noqa: ANN001
+def ledger_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """A ledger URL on SQLite and on PostgreSQL: the same tests run on both."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.sqlite3'}"

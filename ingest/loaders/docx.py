@@ -74,7 +74,7 @@ def _heading_level(paragraph: Any) -> int | None:
     """0 for the Title style, N for "Heading N", None for body text."""
     try:
         name = (paragraph.style.name or "") if paragraph.style is not None else ""
-    except Exception:  # noqa: BLE001 - a dangling style reference is just body text
+    except Exception:
         return None
     if name.lower() == "title":
         return 0
@@ -102,5 +102,5 @@ def _table_rows(table: Any) -> list[str]:
 def _core_title(document: Any) -> str | None:
     try:
         return document.core_properties.title
-    except Exception:  # noqa: BLE001 - a broken core-properties part must not lose the text
+    except Exception:
         return None

@@ -102,5 +102,5 @@ def _metadata_title(reader: Any) -> str | None:
     try:
         metadata = reader.metadata
         return clean_title(metadata.title) if metadata is not None else None
-    except Exception:  # noqa: BLE001 - a broken info dictionary must not lose the text
+    except Exception:
         return None

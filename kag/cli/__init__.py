@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -56,7 +56,7 @@ def _print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     dense = "dense"
     lexical = "lexical"
     graph = "graph"
@@ -92,7 +92,11 @@ def ingest(
             f"{report.documents_deleted} deleted; {report.chunks_added} chunks in {report.seconds:.1f}s"
         )
         for e in report.errors:
-            err.print(f"  [red]failed[/] {escape(e.path)}: {escape(f'[{e.code}] {e.message}')}", highlight=False, soft_wrap=True)
+            err.print(
+                f"  [red]failed[/] {escape(e.path)}: {escape(f'[{e.code}] {e.message}')}",
+                highlight=False,
+                soft_wrap=True,
+            )
     if report.status != "completed":
         raise typer.Exit(1)
 
@@ -230,7 +234,11 @@ def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     try:
         ledger = rt.stores.ledger
         rows = [
-            {"collection": name, "documents": len(ledger.documents(collection=name)), "chunks": len(ledger.chunk_ids(name))}
+            {
+                "collection": name,
+                "documents": len(ledger.documents(collection=name)),
+                "chunks": len(ledger.chunk_ids(name)),
+            }
             for name in ledger.collections()
         ]
     finally:
@@ -291,9 +299,7 @@ def jobs(
             data: Any = [_job_dict(j) for j in ledger.jobs()]
         else:
             job, errors = ledger.get_job(job_id)
-            data = _job_dict(job) | {
-                "errors": [{"path": e.path, "code": e.code, "message": e.message} for e in errors]
-            }
+            data = _job_dict(job) | {"errors": [{"path": e.path, "code": e.code, "message": e.message} for e in errors]}
     finally:
         rt.close()
     if as_json or job_id is not None:
@@ -302,17 +308,41 @@ def jobs(
     table = Table("id", "collection", "status", "added", "updated", "unchanged", "failed", "chunks", "started")
     for j in data:
         table.add_row(
-            *(str(j[k]) for k in ("id", "collection", "status", "documents_added", "documents_updated",
-                                  "documents_unchanged", "documents_failed", "chunks_added", "started_at"))
+            *(
+                str(j[k])
+                for k in (
+                    "id",
+                    "collection",
+                    "status",
+                    "documents_added",
+                    "documents_updated",
+                    "documents_unchanged",
+                    "documents_failed",
+                    "chunks_added",
+                    "started_at",
+                )
+            )
         )
     out.print(table)
 
 
 def _job_dict(job: Any) -> dict[str, Any]:
     keys = (
-        "id", "collection", "status", "executor", "files_total", "files_done", "documents_added",
-        "documents_updated", "documents_unchanged", "documents_failed", "documents_deleted",
-        "chunks_added", "started_at", "finished_at", "error",
+        "id",
+        "collection",
+        "status",
+        "executor",
+        "files_total",
+        "files_done",
+        "documents_added",
+        "documents_updated",
+        "documents_unchanged",
+        "documents_failed",
+        "documents_deleted",
+        "chunks_added",
+        "started_at",
+        "finished_at",
+        "error",
     )
     return {k: getattr(job, k) for k in keys}
 

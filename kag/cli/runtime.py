@@ -49,7 +49,7 @@ class Runtime:
         return self._stores
 
     @cached_property
-    def extractor(self):  # noqa: ANN201 - ingest.graph.SpacyGraphExtractor, imported lazily
+    def extractor(self):
         from ingest.graph import SpacyGraphExtractor
 
         extractor = SpacyGraphExtractor(self.settings.spacy_model)

@@ -124,9 +124,7 @@ class Ledger:
     def find_document(self, collection: str, source_uri: str) -> DocumentRow | None:
         with self.session() as s:
             return s.scalar(
-                select(DocumentRow).where(
-                    DocumentRow.collection == collection, DocumentRow.source_uri == source_uri
-                )
+                select(DocumentRow).where(DocumentRow.collection == collection, DocumentRow.source_uri == source_uri)
             )
 
     def get_document(self, document_id: str) -> DocumentRow:
@@ -255,9 +253,7 @@ class Ledger:
     @staticmethod
     def _delete_orphan_entities(s: Session, collection: str) -> None:
         mentioned = select(MentionRow.entity_id)
-        s.execute(
-            delete(EntityRow).where(EntityRow.collection == collection, EntityRow.id.not_in(mentioned))
-        )
+        s.execute(delete(EntityRow).where(EntityRow.collection == collection, EntityRow.id.not_in(mentioned)))
 
     def mark_indexed(self, document_ids: Sequence[str]) -> None:
         """Flip documents to `indexed` once every index holds them; drop entities nothing mentions."""
@@ -265,9 +261,7 @@ class Ledger:
             return
         with self.session() as s:
             s.execute(
-                update(DocumentRow)
-                .where(DocumentRow.id.in_(list(document_ids)))
-                .values(status=DocumentStatus.INDEXED)
+                update(DocumentRow).where(DocumentRow.id.in_(list(document_ids))).values(status=DocumentStatus.INDEXED)
             )
             collections = s.scalars(
                 select(DocumentRow.collection).where(DocumentRow.id.in_(list(document_ids))).distinct()
@@ -277,9 +271,7 @@ class Ledger:
 
     def mark_deleting(self, document_id: str) -> None:
         with self.session() as s:
-            s.execute(
-                update(DocumentRow).where(DocumentRow.id == document_id).values(status=DocumentStatus.DELETING)
-            )
+            s.execute(update(DocumentRow).where(DocumentRow.id == document_id).values(status=DocumentStatus.DELETING))
 
     def delete_document(self, document_id: str) -> None:
         """Remove a document and everything derived from it from the ledger."""
@@ -336,9 +328,7 @@ class Ledger:
     def graph_rows(self, collection: str) -> tuple[list[Any], list[Any]]:
         """(entities with mention counts, relations) of one collection."""
         with self.session() as s:
-            counts = (
-                select(MentionRow.entity_id, func.count().label("n")).group_by(MentionRow.entity_id).subquery()
-            )
+            counts = select(MentionRow.entity_id, func.count().label("n")).group_by(MentionRow.entity_id).subquery()
             entities = s.execute(
                 select(EntityRow.id, EntityRow.key, EntityRow.name, EntityRow.label, func.coalesce(counts.c.n, 0))
                 .outerjoin(counts, counts.c.entity_id == EntityRow.id)

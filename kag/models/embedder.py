@@ -72,7 +72,7 @@ class SentenceTransformerEmbedder:
             hf_logging.set_verbosity_error()
             try:
                 self._model = SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
-            except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear error
+            except Exception as exc:
                 raise ModelLoadError(
                     f"cannot load the embedding model from {self.model_path}: {exc}",
                     hint="set KAG_EMBEDDING_MODEL_PATH to a local sentence-transformers model folder",

@@ -85,7 +85,9 @@ def clean_state(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return state
 
 
-@pytest.mark.parametrize(("target", "nth", "when"), KILL_POINTS, ids=[f"{t.split('.')[-1]}#{n}-{w}" for t, n, w in KILL_POINTS])
+@pytest.mark.parametrize(
+    ("target", "nth", "when"), KILL_POINTS, ids=[f"{t.split('.')[-1]}#{n}-{w}" for t, n, w in KILL_POINTS]
+)
 def test_kill_9_then_rerun_converges(
     target: str, nth: int, when: str, corpus: Path, clean_state: dict[str, object], tmp_path: Path
 ) -> None:
@@ -100,7 +102,10 @@ def test_kill_9_then_rerun_converges(
         try:
             crashed = subprocess.run(
                 [sys.executable, str(DRIVER), target, str(nth), when, "--", *args, "--sync"],
-                env=_env(data), capture_output=True, text=True, timeout=300,
+                env=_env(data),
+                capture_output=True,
+                text=True,
+                timeout=300,
             )
             assert crashed.returncode == -9, crashed.stderr
             rerun = _kag(data, *args, "--sync")
@@ -110,7 +115,10 @@ def test_kill_9_then_rerun_converges(
     else:
         crashed = subprocess.run(
             [sys.executable, str(DRIVER), target, str(nth), when, "--", *args],
-            env=_env(data), capture_output=True, text=True, timeout=300,
+            env=_env(data),
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert crashed.returncode == -9, f"the kill point was never reached: {crashed.stderr[-2000:]}"
     rerun = _kag(data, *args)

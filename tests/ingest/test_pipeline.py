@@ -18,7 +18,7 @@ from kag.stores.bundle import Stores, open_stores
 from tests.ingest.corpus_factory import make_bad_files, make_corpus
 
 
-def build_ingestor(data_dir: Path, ledger_url: str, embedder, extractor, *, qdrant: str = "edge") -> Ingestor:  # noqa: ANN001
+def build_ingestor(data_dir: Path, ledger_url: str, embedder, extractor, *, qdrant: str = "edge") -> Ingestor:
     stores = open_stores(data_dir=data_dir, database_url=ledger_url, dim=embedder.dim)
     if qdrant == "client":
         from qdrant_client import QdrantClient
@@ -26,7 +26,9 @@ def build_ingestor(data_dir: Path, ledger_url: str, embedder, extractor, *, qdra
         from kag.stores.vector import QdrantClientVectorIndex
 
         stores.vectors.close()
-        stores.vectors = QdrantClientVectorIndex(QdrantClient(path=str(data_dir / "qdrant-local")), "kag_chunks", embedder.dim)
+        stores.vectors = QdrantClientVectorIndex(
+            QdrantClient(path=str(data_dir / "qdrant-local")), "kag_chunks", embedder.dim
+        )
     return Ingestor(
         stores,
         embedder,
@@ -40,7 +42,7 @@ def build_ingestor(data_dir: Path, ledger_url: str, embedder, extractor, *, qdra
 
 
 @pytest.fixture
-def ingestor(tmp_path: Path, ledger_url: str, embedder, spacy_extractor) -> Iterator[Ingestor]:  # noqa: ANN001
+def ingestor(tmp_path: Path, ledger_url: str, embedder, spacy_extractor) -> Iterator[Ingestor]:
     ing = build_ingestor(tmp_path / "data", ledger_url, embedder, spacy_extractor)
     yield ing
     ing.stores.close()
@@ -176,7 +178,7 @@ def test_crash_between_ledger_and_indexes_is_repaired(ingestor: Ingestor, tmp_pa
     calls = {"n": 0}
     real_add = ingestor.stores.fulltext.add
 
-    def crash_on_second_batch(chunks):  # noqa: ANN001, ANN202
+    def crash_on_second_batch(chunks):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("simulated crash after the Qdrant upsert")
@@ -214,13 +216,13 @@ def test_doctor_finds_and_repairs_drift_and_reindex_rebuilds(ingestor: Ingestor,
     assert index_state(stores) == before
 
 
-def test_second_process_on_the_data_dir_gets_a_clear_error(ingestor: Ingestor, embedder) -> None:  # noqa: ANN001
+def test_second_process_on_the_data_dir_gets_a_clear_error(ingestor: Ingestor, embedder) -> None:
     data_dir = ingestor.stores.lock.path.parent  # type: ignore[union-attr]
     with pytest.raises(DataDirLockedError, match="in use by another kag process"):
         open_stores(data_dir=data_dir, database_url="sqlite://", dim=embedder.dim)
 
 
-def test_qdrant_client_backend_runs_the_same_ingestion(tmp_path: Path, embedder, spacy_extractor) -> None:  # noqa: ANN001
+def test_qdrant_client_backend_runs_the_same_ingestion(tmp_path: Path, embedder, spacy_extractor) -> None:
     ing = build_ingestor(
         tmp_path / "data", f"sqlite:///{tmp_path / 'l.sqlite3'}", embedder, spacy_extractor, qdrant="client"
     )

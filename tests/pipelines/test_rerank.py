@@ -34,7 +34,7 @@ def test_llm_reranker_orders_by_yes_probability() -> None:
     assert [h.chunk_id for h in out] == ["c", "d"] and out[0].score == pytest.approx(0.9)
 
 
-def test_cross_encoder_runs_a_real_model_from_a_local_path(embedder) -> None:  # noqa: ANN001
+def test_cross_encoder_runs_a_real_model_from_a_local_path(embedder) -> None:
     # no trained cross-encoder ships on PyPI; a BERT checkpoint with a fresh head exercises the real code path
     reranker = CrossEncoderReranker(embedder.model_path)
     out = reranker.rerank("q", [hit("a", "alpha text"), hit("b", "beta text"), hit("c", "gamma")])
@@ -66,7 +66,7 @@ def test_mmr_prefers_novel_results() -> None:
     assert [h.chunk_id for h in mmr(hits, vectors, q, 2, 1.0)] == ["a", "dup"]
 
 
-def test_rerank_stage_composes_scorer_dedupe_and_mmr(embedder) -> None:  # noqa: ANN001
+def test_rerank_stage_composes_scorer_dedupe_and_mmr(embedder) -> None:
     stage = RerankStage(NoReranker(), embedder, mmr_lambda=0.5)
     hits = [
         hit("a", "Employees accrue 1.5 days of paid time off per month."),

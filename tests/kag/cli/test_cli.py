@@ -42,7 +42,9 @@ def test_ingest_search_doctor_delete_round_trip(env: dict[str, str], tmp_path: P
 
     ledger = Ledger(f"sqlite:///{Path(env['KAG_DATA_DIR']) / 'ledger.sqlite3'}")
     for mode in ("dense", "lexical", "graph", "hybrid"):
-        code, out, err = run(env, "search", "Which cache does the Atlas gateway use?", "-c", "hr", "--mode", mode, "--json")
+        code, out, err = run(
+            env, "search", "Which cache does the Atlas gateway use?", "-c", "hr", "--mode", mode, "--json"
+        )
         assert code == 0, err
         results = json.loads(out)["results"]
         assert results, mode

@@ -26,7 +26,7 @@ def _graph() -> GraphExtraction:
     )
 
 
-def _write(ledger: Ledger, sha: str = "a" * 64, text: str = TEXT, collection: str = "hr"):  # noqa: ANN202
+def _write(ledger: Ledger, sha: str = "a" * 64, text: str = TEXT, collection: str = "hr"):
     ledger.ensure_collection(collection)
     return ledger.write_document(
         collection=collection,
@@ -50,8 +50,17 @@ def _count(ledger: Ledger, model: type) -> int:
 def test_migrations_create_every_table_and_reopen_is_a_no_op(ledger_url: str) -> None:
     ledger = Ledger(ledger_url)
     tables = set(inspect(ledger.engine).get_table_names())
-    assert {"collections", "documents", "chunks", "entities", "mentions", "relations", "ingest_jobs", "job_errors",
-            "alembic_version"} <= tables
+    assert {
+        "collections",
+        "documents",
+        "chunks",
+        "entities",
+        "mentions",
+        "relations",
+        "ingest_jobs",
+        "job_errors",
+        "alembic_version",
+    } <= tables
     ledger.close()
     Ledger(ledger_url).close()
 
