@@ -1,0 +1,254 @@
+"""The answer pipeline: retrieve -> rerank -> generate -> verify -> audit, one traced run per question."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from kag.ledger import Ledger
+from kag.records import ScoredChunk, SearchHit, Source, Verification
+from pipelines.rerank import RerankStage
+from pipelines.retrieve import HybridRetriever, hydrate
+
+
+class Generator(Protocol):
+    """What the answer pipeline needs from the local LLM (see `pipelines.generate.LlamaGenerator`)."""
+
+    @property
+    def model_path(self) -> str: ...
+
+    @property
+    def model_sha256(self) -> str: ...
+
+    def model_info(self) -> dict[str, Any]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def prompt_budget(self, max_tokens: int | None = None) -> int: ...
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> str: ...
+
+    def stream(self, prompt: str, *, sampling: Any = None) -> Iterator[str]: ...
+
+
+class VerifierLike(Protocol):
+    def verify(self, question: str, answer: str, sources: Sequence[Source]) -> Verification: ...
+
+
+class AuditSink(Protocol):
+    def append(self, body: dict[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataFilter:
+    """Restricts retrieval to documents by id, source path prefix or last update time."""
+
+    document_ids: tuple[str, ...] | None = None
+    source_prefix: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.document_ids is None and not self.source_prefix and self.since is None and self.until is None
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    """A verified, cited, audited answer."""
+
+    question: str
+    collections: tuple[str, ...]
+    answer: str
+    verification: Verification
+    sources: tuple[Source, ...]
+    raw_output: str
+    prompt: str
+    audit_id: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "collections": list(self.collections),
+            "answer": self.answer,
+            "abstained": self.verification.abstained,
+            "policy": self.verification.policy,
+            "reason": self.verification.reason,
+            "sentences": [s.to_dict() for s in self.verification.sentences],
+            "citations": [c.to_dict() for c in self.verification.citations],
+            "sources": [
+                {"number": s.number, **{k: v for k, v in s.hit.to_dict().items() if k != "text"}} for s in self.sources
+            ],
+            "audit_id": self.audit_id,
+            "timings_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()},
+        }
+
+
+def _trace(hits: Sequence[ScoredChunk] | Sequence[SearchHit]) -> list[list[Any]]:
+    return [[h.chunk_id, round(float(h.score), 6)] for h in hits]
+
+
+class AnswerPipeline:
+    """Composes the stages; every collaborator comes in through the constructor."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        retriever: HybridRetriever,
+        rerank: RerankStage,
+        generator: Generator,
+        verifiers: Callable[[str], VerifierLike],
+        audit: AuditSink,
+        sampling: Any,
+        rerank_depth: int = 20,
+        context_chunks: int = 6,
+        default_policy: str = "extractive",
+    ) -> None:
+        self.ledger = ledger
+        self.retriever = retriever
+        self.rerank = rerank
+        self.generator = generator
+        self.verifiers = verifiers  # policy -> verifier
+        self.audit = audit
+        self.sampling = sampling
+        self.rerank_depth = rerank_depth
+        self.context_chunks = context_chunks
+        self.default_policy = default_policy
+
+    def answer(
+        self,
+        question: str,
+        collections: Collection[str],
+        *,
+        principal: str = "local",
+        policy: str | None = None,
+        filters: MetadataFilter | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> AnswerResult:
+        """Answer from the caller's collections only; the audit record is written before returning."""
+        result: AnswerResult | None = None
+        for event, value in self.stream(question, collections, principal=principal, policy=policy, filters=filters):
+            if event == "token" and on_token is not None:
+                on_token(value)
+            elif event == "final":
+                result = value
+        assert result is not None
+        return result
+
+    def stream(
+        self,
+        question: str,
+        collections: Collection[str],
+        *,
+        principal: str = "local",
+        policy: str | None = None,
+        filters: MetadataFilter | None = None,
+    ) -> Iterator[tuple[str, Any]]:
+        """Yields ("token", str) while generating, then ("final", AnswerResult) once verified and audited."""
+        policy = policy or self.default_policy
+        scope = sorted(set(collections))
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+
+        document_ids: set[str] | None = None
+        if filters is not None and not filters.empty:
+            document_ids = self.ledger.document_ids_matching(
+                scope,
+                document_ids=list(filters.document_ids) if filters.document_ids is not None else None,
+                source_prefix=filters.source_prefix,
+                since=filters.since,
+                until=filters.until,
+            )
+        fused, rankings = self.retriever.retrieve_traced(question, self.rerank_depth, scope, document_ids)
+        candidates = hydrate(self.ledger, fused)
+        timings["retrieve"] = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        reranked = self.rerank.run(question, candidates, self.context_chunks) if candidates else []
+        timings["rerank"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        from pipelines.generate import build_answer_prompt
+
+        prompt_parts = build_answer_prompt(
+            question,
+            reranked,
+            count_tokens=self.generator.count_tokens,
+            budget_tokens=self.generator.prompt_budget(self.sampling.max_tokens),
+        )
+        prompt = self.generator.render_chat(prompt_parts.messages)
+        pieces: list[str] = []
+        if prompt_parts.sources:
+            for piece in self.generator.stream(prompt, sampling=self.sampling):
+                pieces.append(piece)
+                yield "token", piece
+        raw = "".join(pieces)
+        timings["generate"] = time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        verification = self.verifiers(policy).verify(question, raw, prompt_parts.sources)
+        timings["verify"] = time.perf_counter() - t3
+
+        t4 = time.perf_counter()
+        body = {
+            "principal": principal,
+            "collections": scope,
+            "question": question,
+            "filters": None
+            if filters is None
+            else {
+                "document_ids": list(filters.document_ids) if filters.document_ids is not None else None,
+                "source_prefix": filters.source_prefix,
+                "since": filters.since,
+                "until": filters.until,
+            },
+            "retrieval": {
+                "per_retriever": {name: _trace(hits) for name, hits in rankings.items()},
+                "fused": _trace(fused),
+                "reranked": _trace(reranked),
+            },
+            "sources": [
+                {
+                    "number": s.number,
+                    "chunk_id": s.hit.chunk_id,
+                    "document_id": s.hit.document_id,
+                    "char_start": s.hit.char_start,
+                    "char_end": s.hit.char_end,
+                }
+                for s in prompt_parts.sources
+            ],
+            "prompt": prompt,
+            "model": self.generator.model_info(),
+            "generated": bool(prompt_parts.sources),
+            "sampling": self.sampling.to_dict(),
+            "raw_output": raw,
+            "answer": verification.answer,
+            "abstained": verification.abstained,
+            "reason": verification.reason,
+            "policy": verification.policy,
+            "citations": [c.to_dict() for c in verification.citations],
+            "verdicts": [s.to_dict() for s in verification.sentences],
+            "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items()},
+        }
+        entry = self.audit.append(body)  # raises AuditWriteError: then no answer is returned
+        timings["audit"] = time.perf_counter() - t4
+        timings["total"] = time.perf_counter() - t0
+        yield (
+            "final",
+            AnswerResult(
+                question=question,
+                collections=tuple(scope),
+                answer=verification.answer,
+                verification=verification,
+                sources=prompt_parts.sources,
+                raw_output=raw,
+                prompt=prompt,
+                audit_id=str(entry.id),
+                timings=timings,
+            ),
+        )

@@ -1,0 +1,500 @@
+"""Verify stage: align each answer sentence to the source span that supports it, apply a policy to
+the unsupported ones, and abstain when the sources do not answer the question."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from kag.errors import ConfigurationError
+from kag.models.embedder import Embedder
+from kag.records import Citation, SentenceVerdict, Source, Verification
+
+ABSTENTION = "The sources do not answer this."
+POLICIES = ("flag", "drop", "extractive")
+
+# Reasons start with a fixed phrase so callers can branch on `reason.startswith(...)`.
+REASON_NO_SOURCES = "no sources"
+REASON_MODEL_ABSTAINED = "model abstained"
+REASON_LOW_EVIDENCE = "low evidence"
+REASON_NOTHING_SUPPORTED = "no supported sentence"
+REASON_UNGROUNDED = "ungrounded answer"
+
+# ---------------------------------------------------------------------------------------------
+# sentence splitting
+
+# `[1]`, `[1, 2]`, `[Source 3]`, `[1-2]`: how models cite numbered sources
+_MARKER = r"\[\s*(?:sources?\s*)?\d+(?:\s*[,;\u2013-]\s*(?:sources?\s*)?\d+)*\s*\]"
+_MARKER_RE = re.compile(_MARKER, re.IGNORECASE)
+_TERMINAL_RE = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?:[ \t]*" + _MARKER + r")*", re.IGNORECASE)
+_BULLET_RE = re.compile(r"[ \t]*(?:[-*\u2022]|\d{1,2}[.)])[ \t]+")
+# paragraph breaks and list items always end a sentence, whatever the punctuation says
+_BLOCK_BREAK_RE = re.compile(r"\n[ \t]*\n\s*|\n(?=[ \t]*(?:[-*\u2022]|\d{1,2}[.)])[ \t]+)")
+_WORD_BEFORE_RE = re.compile(r"[\w.]+$")
+_INITIALISM_RE = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")  # e.g, i.e, U.S, a.m
+
+# abbreviations that never end a sentence, even before a capital ("Dr. Smith", "e.g. Paris")
+_NEVER_FINAL = frozenset(
+    "mr mrs ms dr prof sr jr st mt gen col capt lt sgt rev hon gov sen rep pres e.g i.e eg ie vs cf "
+    "approx ca al fig figs eq dept est".split()
+)
+# abbreviations that do not end a sentence before a number ("No. 5", "p. 12", "v. 2")
+_BEFORE_NUMBER = frozenset("no nos nr p pp vol vols sec ch art ref fig figs eq ver v tab".split())
+
+
+def _blocks(text: str) -> list[tuple[int, int]]:
+    """Paragraphs and list items, without their bullets."""
+    blocks, start = [], 0
+    for m in _BLOCK_BREAK_RE.finditer(text):
+        blocks.append((start, m.start()))
+        start = m.end()
+    blocks.append((start, len(text)))
+    out = []
+    for b_start, b_end in blocks:
+        bullet = _BULLET_RE.match(text, b_start, b_end)
+        out.append((bullet.end() if bullet else b_start, b_end))
+    return out
+
+
+def _is_boundary(text: str, block_start: int, m: re.Match[str], block_end: int) -> bool:
+    rest = text[m.end() : block_end]
+    stripped = rest.lstrip()
+    if not stripped:
+        return True
+    if len(stripped) == len(rest):  # no space after: "3.5", "v2.1", "e.g.,"
+        return False
+    nxt = stripped[0]
+    if nxt.islower() or nxt in ",;:":
+        return False
+    if "." not in m.group() or "?" in m.group() or "!" in m.group():
+        return True
+    before = _WORD_BEFORE_RE.search(text, block_start, m.start())
+    word = before.group().rstrip(".") if before else ""
+    lowered = word.lower()
+    if lowered in _NEVER_FINAL or _INITIALISM_RE.fullmatch(word):
+        return False
+    if nxt.isdigit() and lowered in _BEFORE_NUMBER:
+        return False
+    # a single capital is an initial ("J. Smith"), not the end of a sentence
+    return not (len(word) == 1 and word.isupper())
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """`(start, end)` of each sentence of `text`, whitespace trimmed; markers stay with their sentence."""
+    spans: list[tuple[int, int]] = []
+    for b_start, b_end in _blocks(text):
+        start = b_start
+        for m in _TERMINAL_RE.finditer(text, b_start, b_end):
+            if _is_boundary(text, b_start, m, b_end):
+                spans.append((start, m.end()))
+                start = m.end()
+        spans.append((start, b_end))
+    trimmed = []
+    for start, end in spans:
+        piece = text[start:end]
+        lead = len(piece) - len(piece.lstrip())
+        trail = len(piece) - len(piece.rstrip())
+        if start + lead < end - trail:
+            trimmed.append((start + lead, end - trail))
+    return trimmed
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of `text`, whitespace trimmed."""
+    return [text[s:e] for s, e in sentence_spans(text)]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSentence:
+    """An answer sentence: as written, without its `[n]` markers, and the numbers it cited."""
+
+    original: str
+    text: str
+    cited: tuple[int, ...]
+
+
+def cited_numbers(marker: str) -> tuple[int, ...]:
+    """Source numbers in one marker; ranges like `[1-3]` expand."""
+    numbers: list[int] = []
+    for part in re.split(r"\s*[,;]\s*", marker.strip("[] ")):
+        ends = [int(n) for n in re.findall(r"\d+", part)]
+        if len(ends) == 2 and ends[0] <= ends[1] <= ends[0] + 20:
+            numbers.extend(range(ends[0], ends[1] + 1))
+        else:
+            numbers.extend(ends)
+    return tuple(numbers)
+
+
+# "According to [2], X", "As stated in source [1]: X", "[3] says that X": attribution frames whose
+# words mean nothing once the marker is gone; the claim is X
+_ATTRIBUTION_RE = re.compile(
+    r"^\s*(?:(?:according\s+to|as\s+(?:stated|noted|described|mentioned|shown|explained|said)\s+in|based\s+on|"
+    r"per|from|in)\s+(?:the\s+)?(?:sources?\s*)?(?P<a>" + _MARKER + r"(?:\s*(?:,|and|&)\s*" + _MARKER + r")*)\s*[,:]?"
+    r"|(?:the\s+)?(?:sources?\s*)?(?P<b>" + _MARKER + r")\s+(?:says|states|notes|mentions|explains|shows|reports)"
+    r"(?:\s+that)?)\s*",
+    re.IGNORECASE,
+)
+
+
+def _without_attribution(sentence: str) -> str:
+    """The sentence without a leading "According to [n]," frame, its first letter capitalized."""
+    m = _ATTRIBUTION_RE.match(sentence)
+    if m is None or not sentence[m.end() :].strip():
+        return sentence
+    rest = sentence[m.end() :]
+    return rest[:1].upper() + rest[1:]
+
+
+def split_answer(answer: str) -> list[AnswerSentence]:
+    """Answer sentences with their markers separated; empty and marker-only fragments are dropped."""
+    out = []
+    for start, end in sentence_spans(answer):
+        original = answer[start:end]
+        cited: list[int] = []
+        for m in _MARKER_RE.finditer(original):
+            cited.extend(n for n in cited_numbers(m.group()) if n not in cited)
+        text = " ".join(_MARKER_RE.sub(" ", _without_attribution(original)).split())
+        text = re.sub(r"\s+([.,;:!?\u2026])", r"\1", text)  # "days [1]." -> "days ."  -> "days."
+        if re.search(r"\w", text):
+            out.append(AnswerSentence(original, text, tuple(cited)))
+    return out
+
+
+# Phrases with which a model says the sources do not hold the answer.
+_REFUSAL_RE = re.compile(
+    r"\bi\s+(?:do\s+not|don't|cannot|can't|am\s+not\s+able\s+to)\s+(?:know|answer|find|tell|say)"
+    r"|\bi'?m\s+not\s+sure\b"
+    r"|\b(?:sources?|context|documents?|passages?|text|information\s+provided|provided\s+information)\s+"
+    r"(?:do|does|did)\s*(?:not|n't)\s+(?:answer|contain|mention|say|provide|specify|state|include|address|cover)"
+    r"|\bnot\s+(?:(?:mentioned|found|provided|stated|given|specified|covered|available|included)\s+)?in\s+the\s+"
+    r"(?:given\s+|provided\s+)?(?:sources?|context|documents?|passages?|text)\b"
+    r"|\b(?:cannot|can't|can\s+not|unable\s+to)\s+(?:answer|determine|find|tell|be\s+(?:answered|determined))"
+    r"|\bthere\s+is\s+no\s+(?:relevant\s+)?(?:information|mention)\b"
+    r"|\bno\s+(?:relevant\s+)?information\s+(?:is|was)\s+(?:given|provided|available)",
+    re.IGNORECASE,
+)
+
+
+def is_refusal(sentence: str) -> bool:
+    """Whether the sentence says the sources (or the model) cannot answer."""
+    return bool(_REFUSAL_RE.search(sentence.replace("\u2019", "'")))
+
+
+# ---------------------------------------------------------------------------------------------
+# lexical evidence
+
+_TOKEN_RE = re.compile(r"\w+(?:[.,]\d+)*")
+_STOPWORDS = frozenset(
+    """a an the and or but nor so yet if then than that this these those there here of in on at to for from by
+    with without within into onto upon about above below over under between among through during before after
+    since until as per via is are was were be been being am do does did doing done have has had having will would
+    shall should can could may might must it its it's they them their theirs he him his she her hers we us our
+    ours you your yours i me my mine who whom whose which what when where why how whether also only just very
+    too more most less least much many some any each every all both either neither no not such other another
+    same own again further once one s t don doesn didn isn aren wasn weren won wouldn can't cannot
+    according source sources answer answers question passage context text document documents mention mentions
+    mentioned state states stated say says said provide provides provided information specifically namely
+    however therefore thus""".split()
+)
+_NUMBER_WEIGHT = 2.0  # numbers and names carry the facts a model gets wrong
+_NAME_WEIGHT = 1.5
+
+
+def _stem(word: str) -> str:
+    """A light suffix stripper: enough to match plural/tense variants, applied to both sides alike."""
+    if len(word) <= 3:
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        word = word[:-3] + "y"
+    elif word.endswith("sses"):
+        word = word[:-2]
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix in ("ing", "ed"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            if word[-1] == word[-2] and word[-1] not in "lsz":  # "shipped" -> "ship"
+                word = word[:-1]
+            break
+    if len(word) > 3 and word[-1] == "e":
+        word = word[:-1]
+    if len(word) > 3 and word[-1] == "y":
+        word = word[:-1] + "i"
+    return word
+
+
+def content_tokens(text: str) -> dict[str, float]:
+    """Content tokens of `text` with their weights: numbers exact and heavy, names heavier than words."""
+    tokens: dict[str, float] = {}
+    for index, m in enumerate(_TOKEN_RE.finditer(text)):
+        raw = m.group()
+        if any(ch.isdigit() for ch in raw):
+            token, weight = raw.replace(",", "").lower(), _NUMBER_WEIGHT
+        else:
+            lowered = raw.lower()
+            if len(lowered) < 2 or lowered in _STOPWORDS:
+                continue
+            token = _stem(lowered)
+            weight = _NAME_WEIGHT if index > 0 and raw[0].isupper() else 1.0
+        tokens[token] = max(weight, tokens.get(token, 0.0))
+    return tokens
+
+
+def novel_weight(claim: dict[str, float], allowed: set[str]) -> float:
+    """Weight of the claim's content tokens found neither in the evidence nor in the question: what the
+    sentence adds that nothing shown to the model said."""
+    return sum(w for t, w in claim.items() if t not in allowed)
+
+
+def answer_grounding(sentences: Sequence[str], question: str, source_texts: Sequence[str]) -> float:
+    """How much of what the answer adds to the question the sources contain: the best sentence's weighted
+    share of content tokens outside the question found anywhere in the sources (0 when nothing is added)."""
+    asked = set(content_tokens(question))
+    pool: set[str] = set()
+    for text in source_texts:
+        pool |= set(content_tokens(text))
+    best = 0.0
+    for sentence in sentences:
+        added = {t: w for t, w in content_tokens(sentence).items() if t not in asked}
+        if added:
+            best = max(best, sum(w for t, w in added.items() if t in pool) / sum(added.values()))
+    return best
+
+
+def lexical_support(claim: dict[str, float], span: set[str]) -> float:
+    """Weighted share of the claim's content tokens found in the span, crushed by every missing number."""
+    total = sum(claim.values())
+    if not total:
+        return 0.0
+    found = sum(w for t, w in claim.items() if t in span)
+    numbers = [t for t in claim if any(ch.isdigit() for ch in t)]
+    if not numbers:
+        return found / total
+    # a wrong number is the typical hallucination: one missing number of one zeroes the lexical evidence
+    number_share = sum(t in span for t in numbers) / len(numbers)
+    return (found / total) * number_share**2
+
+
+# ---------------------------------------------------------------------------------------------
+# the verifier
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    source: Source
+    start: int  # relative to the chunk text
+    end: int
+    single: bool  # one sentence, not a two-sentence window
+
+    @property
+    def text(self) -> str:
+        return self.source.hit.text[self.start : self.end]
+
+    def citation(self) -> Citation:
+        hit = self.source.hit
+        return Citation(
+            source_number=self.source.number,
+            document_id=hit.document_id,
+            chunk_id=hit.chunk_id,
+            title=hit.title,
+            page=hit.page,
+            char_start=hit.char_start + self.start,
+            char_end=hit.char_start + self.end,
+            quote=self.text,
+        )
+
+
+def candidate_spans(sources: Sequence[Source]) -> list[_Span]:
+    """Every sentence of every source chunk, plus each window of two consecutive sentences."""
+    spans: list[_Span] = []
+    for source in sources:
+        sentences = sentence_spans(source.hit.text)
+        spans.extend(_Span(source, s, e, True) for s, e in sentences)
+        spans.extend(_Span(source, a[0], b[1], False) for a, b in zip(sentences, sentences[1:], strict=False))
+    return spans
+
+
+def _with_markers(text: str, numbers: Sequence[int]) -> str:
+    marker = "".join(f"[{n}]" for n in numbers)
+    if not marker:
+        return text
+    m = re.search(r"[.!?]+$", text)
+    return f"{text[: m.start()]} {marker}{m.group()}" if m else f"{text} {marker}"
+
+
+class Verifier:
+    """Aligns answer sentences to supporting source spans; flags, drops or replaces the rest; abstains."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        policy: str = "extractive",
+        support_threshold: float = 0.6,
+        abstain_threshold: float = 0.45,
+        lexical_weight: float = 0.5,
+        novel_allowance: float = 1.0,
+        replace_min_score: float = 0.45,
+        min_grounding: float = 0.6,
+    ) -> None:
+        if policy not in POLICIES:
+            raise ConfigurationError(
+                f"unknown verify policy {policy!r}", hint=f"set KAG_VERIFY_POLICY to one of {', '.join(POLICIES)}"
+            )
+        for name, value in (
+            ("support_threshold", support_threshold),
+            ("abstain_threshold", abstain_threshold),
+            ("lexical_weight", lexical_weight),
+            ("replace_min_score", replace_min_score),
+            ("min_grounding", min_grounding),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigurationError(f"{name} must be within [0, 1], got {value}")
+        self.embedder = embedder
+        self.policy = policy
+        self.support_threshold = support_threshold
+        self.abstain_threshold = abstain_threshold
+        self.lexical_weight = lexical_weight
+        # one ordinary word of paraphrase ("get" for "accrue") passes; an invented name or number never does
+        self.novel_allowance = novel_allowance
+        self.replace_min_score = replace_min_score
+        # an answer whose additions to the question appear nowhere in the sources was not found there:
+        # quoting the passage nearest the question instead would answer a question the sources may not answer
+        self.min_grounding = min_grounding
+
+    def score_matrix(self, texts: Sequence[str], spans: Sequence[_Span]) -> np.ndarray:
+        """`w * lexical + (1 - w) * semantic` for every (text, span) pair; one embed call per side."""
+        return self.score_matrices(texts, spans)[0]
+
+    def score_matrices(self, texts: Sequence[str], spans: Sequence[_Span]) -> tuple[np.ndarray, np.ndarray]:
+        """The combined scores and the semantic (embedding cosine) part alone, per (text, span) pair."""
+        if not texts or not spans:
+            empty = np.zeros((len(texts), len(spans)), dtype=np.float64)
+            return empty, empty
+        unique = list(dict.fromkeys(s.text for s in spans))
+        row_of = {t: i for i, t in enumerate(unique)}
+        text_vecs = np.asarray(self.embedder.embed(list(texts)), dtype=np.float64)
+        span_vecs = np.asarray(self.embedder.embed(unique), dtype=np.float64)
+        semantic = np.clip(text_vecs @ span_vecs.T, 0.0, 1.0)[:, [row_of[s.text] for s in spans]]
+        span_tokens = {t: set(content_tokens(t)) for t in unique}
+        lexical = np.array(
+            [[lexical_support(content_tokens(text), span_tokens[s.text]) for s in spans] for text in texts]
+        )
+        return self.lexical_weight * lexical + (1.0 - self.lexical_weight) * semantic, semantic
+
+    def evidence(self, question: str, sources: Sequence[Source]) -> float:
+        """The best question-to-span score: how well the sources could answer the question at all."""
+        spans = candidate_spans(sources)
+        return float(self.score_matrix([question], spans).max()) if spans else 0.0
+
+    def verify(self, question: str, answer: str, sources: Sequence[Source]) -> Verification:
+        """Verdicts for every answer sentence, and the answer as the policy leaves it, or an abstention."""
+        sentences = split_answer(answer)
+        if not sources:
+            return self._abstain(self._unscored(sentences), f"{REASON_NO_SOURCES}: nothing was retrieved")
+        if not sentences or all(is_refusal(s.text) for s in sentences):
+            return self._abstain(
+                self._unscored(sentences), f"{REASON_MODEL_ABSTAINED}: the answer says the sources do not answer"
+            )
+        claims = [s.text for s in sentences if not is_refusal(s.text)]
+        grounding = answer_grounding(claims, question, [s.hit.text for s in sources])
+        if grounding < self.min_grounding:
+            return self._abstain(
+                self._unscored(sentences),
+                f"{REASON_UNGROUNDED}: {grounding:.2f} of what the answer adds to the question is in the sources, "
+                f"below {self.min_grounding:.2f}",
+            )
+        by_number: dict[int, Source] = {}
+        for source in sources:
+            by_number.setdefault(source.number, source)
+        spans = candidate_spans(sources)
+        if not spans:
+            return self._abstain(self._unscored(sentences), f"{REASON_NO_SOURCES}: the sources hold no text")
+        scores, semantic = self.score_matrices([question] + [s.text for s in sentences], spans)
+        question_scores, sentence_scores = scores[0], scores[1:]
+        singles = np.array([s.single for s in spans])
+        question_tokens = set(content_tokens(question))
+        shown_quotes: set[tuple[int, int, int]] = set()
+        verdicts = []
+        for sentence, row, meaning in zip(sentences, sentence_scores, semantic[1:], strict=True):
+            if is_refusal(sentence.text):
+                verdicts.append(SentenceVerdict(sentence.text, sentence.original, False, 0.0, "dropped"))
+                continue
+            cited = [n for n in sentence.cited if n in by_number]
+            # score against what the sentence cites; an uncited or wrongly cited one against everything
+            eligible = np.array([s.source.number in cited for s in spans]) if cited else np.ones(len(spans), bool)
+            best = int(np.argmax(np.where(eligible, row, -1.0)))
+            score = float(row[best])
+            span = spans[best]
+            known = set(content_tokens(span.text)) | question_tokens | set(content_tokens(span.source.hit.title))
+            if novel_weight(content_tokens(sentence.text), known) > self.novel_allowance:
+                score = min(score, self.support_threshold - 1e-6)  # the sentence claims more than its evidence
+            if score >= self.support_threshold:
+                citation = spans[best].citation()
+                text = _with_markers(sentence.text, [citation.source_number])
+                verdicts.append(SentenceVerdict(text, sentence.original, True, score, "kept", (citation,)))
+            elif self.policy == "flag":
+                verdicts.append(SentenceVerdict(sentence.text, sentence.original, False, score, "flagged"))
+            elif self.policy == "extractive":
+                verdicts.append(
+                    self._replace(sentence, score, row, meaning, question_scores, spans, singles, shown_quotes)
+                )
+            else:
+                verdicts.append(SentenceVerdict(sentence.text, sentence.original, False, score, "dropped"))
+        evidence = float(question_scores.max())
+        if evidence < self.abstain_threshold:
+            return self._abstain(
+                verdicts,
+                f"{REASON_LOW_EVIDENCE}: the best source span scores {evidence:.2f} against the question, "
+                f"below {self.abstain_threshold:.2f}",
+            )
+        shown = [v for v in verdicts if v.action != "dropped"]
+        if not shown:
+            return self._abstain(verdicts, f"{REASON_NOTHING_SUPPORTED}: no answer sentence is backed by the sources")
+        return Verification(" ".join(v.text for v in shown), tuple(verdicts), False, self.policy)
+
+    def _replace(
+        self,
+        sentence: AnswerSentence,
+        score: float,
+        row: np.ndarray,
+        meaning: np.ndarray,
+        question_scores: np.ndarray,
+        spans: Sequence[_Span],
+        singles: np.ndarray,
+        shown: set[tuple[int, int, int]],
+    ) -> SentenceVerdict:
+        """The source sentence that best supports the answer sentence, else the one that best answers the
+        question among those still close to what the model said; else a drop."""
+        fresh = singles & np.array([(s.source.number, s.start, s.end) not in shown for s in spans])
+        # a quote picked for the question alone must still mean something like the model's sentence (by
+        # embedding alone: a wrong number zeroes the lexical part, and correcting it is the point); otherwise it
+        # answers a question the sources may not answer (the near-miss sentence of an unanswerable one)
+        related = fresh & (meaning >= self.replace_min_score)
+        for pool, scored, bar in (
+            (fresh, row, self.support_threshold),
+            (related, question_scores, self.abstain_threshold),
+        ):
+            masked = np.where(pool, scored, -1.0)
+            best = int(np.argmax(masked))
+            if masked[best] >= bar:
+                span = spans[best]
+                shown.add((span.source.number, span.start, span.end))
+                citation = span.citation()
+                text = f'"{" ".join(span.text.split())}" [{citation.source_number}]'
+                # the shown text is the source's own words, so it is supported by construction
+                return SentenceVerdict(text, sentence.original, True, float(masked[best]), "replaced", (citation,))
+        return SentenceVerdict(sentence.text, sentence.original, False, score, "dropped")
+
+    @staticmethod
+    def _unscored(sentences: Sequence[AnswerSentence]) -> list[SentenceVerdict]:
+        return [SentenceVerdict(s.text, s.original, False, 0.0, "dropped") for s in sentences]
+
+    def _abstain(self, verdicts: Sequence[SentenceVerdict], reason: str) -> Verification:
+        # nothing of the model's answer is shown, so no verdict may claim it was kept
+        hidden = tuple(v if v.action == "dropped" else dataclasses.replace(v, action="dropped") for v in verdicts)
+        return Verification(ABSTENTION, hidden, True, self.policy, reason)
