@@ -1,0 +1,93 @@
+"""Run a blocking iterator (the answer pipeline, a llama.cpp stream) in a thread and consume it from async code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class ThreadStream(Generic[T]):
+    """Items of `make_iterator()`, produced in a dedicated thread that starts at once.
+
+    When the consumer stops early (client gone, timeout, cancellation: `close()`, or the stream is
+    garbage-collected) the thread stops at the next item and closes the iterator, so a llama.cpp
+    stream releases the model instead of running on. `on_done` runs once the thread has ended,
+    whatever happened, and even if nobody ever iterated: a queue slot handed over can never leak.
+    """
+
+    def __init__(
+        self, make_iterator: Callable[[], Iterator[T]], *, on_done: Callable[[], None] | None = None, name: str = "kag"
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._stop = threading.Event()
+        self._make = make_iterator
+        self._on_done = on_done
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _post(self, kind: str, value: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def _run(self) -> None:
+        try:
+            iterator = self._make()
+            try:
+                for item in iterator:
+                    if self._stop.is_set():
+                        break
+                    self._post("item", item)
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._post("error", exc)
+        else:
+            self._post("done", None)
+        finally:
+            if self._on_done is not None:
+                try:
+                    self._loop.call_soon_threadsafe(self._on_done)
+                except RuntimeError:
+                    self._on_done()
+
+    def close(self) -> None:
+        """Ask the thread to stop at the next item."""
+        self._stop.set()
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+    def __aiter__(self) -> ThreadStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            kind, value = await self._queue.get()
+        except BaseException:
+            self.close()
+            raise
+        if kind == "item":
+            return value  # type: ignore[no-any-return]
+        self._finished = True
+        if kind == "error":
+            raise value
+        raise StopAsyncIteration
+
+
+def sse(event: str | None, data: Any) -> bytes:
+    """One Server-Sent Event with a JSON payload."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()

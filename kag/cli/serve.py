@@ -1,0 +1,79 @@
+"""`kag serve`: run the HTTP API with uvicorn over the stores in the data dir."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Annotated, Any
+
+import typer
+
+from kag.errors import ConfigurationError, KagError
+from kag.settings import Settings
+
+
+def resolve_port(settings: Settings, option: int | None, environ: dict[str, str]) -> int:
+    """--port, else KAG_API_PORT, else PORT (as platforms like Heroku or Cloud Run set it), else the default."""
+    if option is not None:
+        return option
+    if "api_port" not in settings.model_fields_set and environ.get("PORT"):
+        try:
+            return int(environ["PORT"])
+        except ValueError:
+            raise ConfigurationError(f"PORT={environ['PORT']!r} is not a port number") from None
+    return settings.api_port
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on; default: KAG_API_HOST.")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port; default: KAG_API_PORT, else $PORT, else 8000.", min=0, max=65535)
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the HTTP API (docs at /docs, audit review page at /ui/audit) until SIGTERM or Ctrl-C."""
+    import uvicorn
+
+    from kag.api import create_app
+
+    try:
+        settings = Settings()
+        bind_port = resolve_port(settings, port, dict(os.environ))
+    except KagError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    logging.getLogger("kag").setLevel(logging.INFO)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host or settings.api_host,
+        port=bind_port,
+        log_level=log_level,
+        # on SIGTERM/SIGINT uvicorn stops accepting, lets in-flight requests finish for this long,
+        # then runs the lifespan shutdown (ingestion stops at a safe point, stores close)
+        timeout_graceful_shutdown=int(settings.api_shutdown_timeout_s),
+        lifespan="on",
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # the ingestion job stops at its next safe point at once, while in-flight requests drain
+            services = getattr(app.state, "services", None)
+            if services is not None and hasattr(services, "worker"):
+                services.worker.request_stop()
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
+    # uvicorn re-raises the SIGTERM/SIGINT it drained on, to end with the default action (killed by the
+    # signal); a drained, clean stop is a success, so that last raise ends the process with status 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
+    server.run()
+    if not server.started:
+        # the lifespan failed (e.g. the data dir is locked): uvicorn logged why
+        raise typer.Exit(1)

@@ -1,0 +1,107 @@
+"""The auditor review page in a real headless Chromium (Debian's package), driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.kag.api.conftest import Live
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    path = os.environ.get("KAG_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (apt-get install -y chromium); CI must run the browser test")
+        pytest.skip("chromium is not installed (apt-get install -y chromium, or set KAG_TEST_CHROMIUM)")
+    return path
+
+
+def test_auditor_reviews_an_answer_in_the_browser(live: Live, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium_path()
+    answer = live.answer
+    assert answer["citations"], "the fixture answer must cite something"
+    citation = answer["citations"][0]
+    doc = httpx.get(
+        f"{live.url}/v1/documents/{citation['document_id']}?include_text=true",
+        headers={"Authorization": f"Bearer {live.keys['admin']}"},
+    ).json()
+    expected_span = doc["text"][citation["char_start"] : citation["char_end"]]
+    assert expected_span == citation["quote"]
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{live.url}/ui/audit")
+            # a reader key is refused by the page itself
+            page.fill("#key", live.keys["reader"])
+            page.click("#login-form button[type=submit]")
+            expect(page.locator("#login-error")).to_contain_text("use an auditor key")
+            page.fill("#key", live.keys["auditor"])
+            page.click("#login-form button[type=submit]")
+            expect(page.locator("#chain")).to_contain_text("Hash chain intact")
+            rows = page.locator("#records tbody tr")
+            expect(rows.first).to_be_visible()
+
+            # filter by a principal nobody is, then by the one who asked
+            page.fill("#filters input[name=principal]", "k_nobody")
+            page.click("#filters button[type=submit]")
+            expect(page.locator("#empty")).to_be_visible()
+            principal = httpx.get(
+                f"{live.url}/v1/audit/{answer['audit_id']}", headers={"Authorization": f"Bearer {live.keys['auditor']}"}
+            ).json()["principal"]
+            page.fill("#filters input[name=principal]", principal)
+            page.fill("#filters input[name=collection]", "hr")
+            page.click("#filters button[type=submit]")
+            row = page.locator(f"#records tbody tr[data-id='{answer['audit_id']}']")
+            expect(row).to_be_visible()
+            expect(row.locator(".question")).to_have_text(answer["question"])
+            supported = sum(1 for s in answer["sentences"] if s["supported"])
+            expected_verdicts = (
+                "abstained" if answer["abstained"] else f"{supported}/{len(answer['sentences'])} supported"
+            )
+            expect(row.locator(".verdicts")).to_have_text(expected_verdicts)
+
+            row.click()
+            detail = page.locator("#detail")
+            expect(detail.locator("h2")).to_have_text(answer["question"])
+            expect(detail.locator(".answer")).to_have_text(answer["answer"])
+            expect(detail.locator(".sentence")).to_have_count(len(answer["sentences"]))
+            expect(detail.locator(".model")).to_contain_text("sha256")
+            expect(detail.locator(".sampling")).to_contain_text("seed=")
+            expect(detail.locator("pre.prompt").first).to_contain_text(answer["question"])
+
+            cite = detail.locator(
+                f".citation[data-document='{citation['document_id']}'][data-start='{citation['char_start']}']"
+            ).first
+            cite.locator("button.expand").click()
+            mark = cite.locator("mark.cited")
+            expect(mark).to_be_visible()
+            assert mark.text_content() == expected_span
+            # the highlighted span sits inside its real surrounding text
+            passage = cite.locator(".passage").text_content() or ""
+            assert expected_span in passage and len(passage) > len(expected_span)
+            page.screenshot(path=str(tmp_path / "audit-review.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "audit-review.png").stat().st_size > 10_000
