@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import glob
 import logging
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from kag import ids
 from kag.errors import DocumentError, FileTooLargeError, KagError, UnreadablePathError
@@ -19,6 +19,9 @@ from kag.ledger.models import DocumentStatus, JobStatus
 from kag.models.embedder import Embedder
 from kag.records import ChunkDraft, GraphExtraction, ParsedDocument
 from kag.stores.bundle import Stores
+
+if TYPE_CHECKING:
+    from ingest.executors import Executor
 
 log = logging.getLogger("kag.ingest")
 
@@ -108,6 +111,96 @@ class _Prepared:
     chunks: list[ChunkDraft]
     graph: GraphExtraction
     is_update: bool
+    #: chunk embeddings when the executor computed them (Ray); else the writer embeds
+    vectors: np.ndarray | None = None
+
+
+#: what preparing one file yields: a document to write, a per-file error, or the source uri of an
+#: unchanged file
+Item = _Prepared | FileError | str
+
+
+@dataclass(frozen=True, slots=True)
+class KnownDocument:
+    """What the ledger knows of a file's current version: enough to skip it when unchanged."""
+
+    sha256: str
+    status: str
+    fingerprint: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> KnownDocument | None:
+        if row is None:
+            return None
+        return cls(row.sha256, row.status, (row.meta or {}).get("_kag_fingerprint"))
+
+
+class Preparer:
+    """Reads, parses, chunks and graph-extracts one file; needs no store, so it runs on any worker."""
+
+    def __init__(
+        self,
+        chunker: ChunkerLike,
+        registry: LoaderRegistryLike,
+        *,
+        extractor: ExtractorLike | None = None,
+        max_file_bytes: int = 50 * 1024 * 1024,
+        fingerprint: str = "",
+    ) -> None:
+        self.chunker = chunker
+        self.registry = registry
+        self.extractor = extractor
+        self.max_file_bytes = max_file_bytes
+        self.fingerprint = fingerprint
+
+    def prepare(self, path: Path, collection: str, known: KnownDocument | None) -> Item:
+        """A prepared document, a FileError, or the source uri when the file is unchanged since `known`."""
+        shown = str(path)
+        source_uri = str(path.resolve())
+        try:
+            try:
+                size = path.stat().st_size
+                if size > self.max_file_bytes:
+                    raise FileTooLargeError(
+                        f"{shown} is {size / 1e6:.1f} MB, over the {self.max_file_bytes / 1e6:.1f} MB limit",
+                        hint="raise KAG_MAX_FILE_SIZE_MB to ingest it",
+                    )
+                data = path.read_bytes()
+            except OSError as exc:
+                raise UnreadablePathError(f"cannot read {shown}: {exc.strerror or exc}") from exc
+            sha = ids.sha256_bytes(data)
+            if (
+                known is not None
+                and known.sha256 == sha
+                and known.status == DocumentStatus.INDEXED
+                and known.fingerprint == self.fingerprint
+            ):
+                return source_uri
+            loader = self.registry.for_path(path)
+            parsed = loader.load(data, source=shown)
+            chunks = self.chunker.chunk(parsed)
+            graph = self.extractor.extract(chunks) if self.extractor is not None and chunks else GraphExtraction()
+            return _Prepared(shown, source_uri, sha, len(data), parsed, chunks, graph, known is not None)
+        except DocumentError as exc:
+            return FileError(shown, exc.code, str(exc))
+        except KagError:
+            raise
+        except Exception as exc:
+            log.exception("unexpected error while preparing a file", extra={"path": shown})
+            return FileError(shown, "internal_error", f"{exc.__class__.__name__}: {exc}")
+
+
+def embedding_text(title: str, text: str, embed_title: bool) -> str:
+    """What is embedded for a chunk: its text, after the document title when `embed_title` is set
+    (a later chunk of a long document otherwise loses the context its title gives)."""
+    if not embed_title or not title or text.startswith(title):
+        return text
+    return f"{title}\n{text}"
+
+
+def _title_of(p: _Prepared) -> str:
+    """A document's title as the ledger stores it."""
+    return p.parsed.title or Path(p.path).name
 
 
 def discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[FileError]]:
@@ -153,16 +246,29 @@ class Ingestor:
         max_file_bytes: int = 50 * 1024 * 1024,
         batch_chunks: int = 256,
         fingerprint: str = "",
+        executor: Executor | None = None,
+        embed_title: bool = False,
     ) -> None:
+        from ingest.executors import InProcessExecutor
+
         self.stores = stores
         self.embedder = embedder
-        self.chunker = chunker
-        self.registry = registry
-        self.extractor = extractor
-        self.max_file_bytes = max_file_bytes
-        self.batch_chunks = batch_chunks
         # documents ingested under other chunking/embedding settings are re-processed
-        self.fingerprint = fingerprint
+        self.preparer = Preparer(
+            chunker, registry, extractor=extractor, max_file_bytes=max_file_bytes, fingerprint=fingerprint
+        )
+        self.batch_chunks = batch_chunks
+        #: where parsing, chunking, extraction and embedding run; writes always happen here
+        self.executor: Executor = executor or InProcessExecutor()
+        self.embed_title = embed_title
+
+    @property
+    def fingerprint(self) -> str:
+        return self.preparer.fingerprint
+
+    def embedding_text(self, title: str, text: str) -> str:
+        """What is embedded for a chunk (see `embedding_text`)."""
+        return embedding_text(title, text, self.embed_title)
 
     # --- public ------------------------------------------------------------------------
     def ingest(
@@ -174,14 +280,20 @@ class Ingestor:
         listener: ProgressListener | None = None,
         job_id: str | None = None,
         should_stop: Callable[[], bool] | None = None,
+        executor: Executor | None = None,
     ) -> JobReport:
-        """Ingest files into a collection; per-file errors are recorded, never raised."""
+        """Ingest files into a collection; per-file errors are recorded, never raised.
+
+        `executor` overrides the ingestor's own for this job (e.g. an API job asking for Ray)."""
         started = time.perf_counter()
         ledger = self.stores.ledger
+        runner = executor or self.executor
         self.repair()
         ledger.ensure_collection(collection)
         report = JobReport(job_id=job_id or uuid.uuid4().hex, collection=collection)
-        ledger.create_job(report.job_id, collection, {"paths": [str(p) for p in paths], "sync": sync})
+        ledger.create_job(
+            report.job_id, collection, {"paths": [str(p) for p in paths], "sync": sync}, executor=runner.name
+        )
         try:
             files, discover_errors = discover(paths)
             report.files_total = len(files) + len(discover_errors)
@@ -189,13 +301,14 @@ class Ingestor:
                 listener.on_start(report.files_total)
             for err in discover_errors:
                 self._fail(report, err, listener)
-            self._run(files, collection, report, listener, should_stop)
+            self._run(runner, files, collection, report, listener, should_stop)
             if sync:
                 report.documents_deleted = self._sync(paths, files, collection)
             if report.chunks_added:
                 # one HNSW build per job, not per batch: search is exact (brute force) until then
                 self.stores.vectors.optimize()
-            interrupted = should_stop is not None and should_stop()
+            # a stop that came after the last file changes nothing: the job did all its work
+            interrupted = should_stop is not None and should_stop() and report.files_done < report.files_total
             if interrupted:
                 report.status = JobStatus.INTERRUPTED
             elif report.files_total and report.documents_failed == report.files_total:
@@ -252,7 +365,7 @@ class Ingestor:
         chunks = self.stores.ledger.indexed_chunks_of(document_id)
         self._purge_indexes([document_id])
         if chunks:
-            vectors = self.embedder.embed([c.text for c in chunks])
+            vectors = self.embedder.embed([self.embedding_text(c.title, c.text) for c in chunks])
             self.stores.vectors.upsert(chunks, vectors)
             self.stores.fulltext.add(chunks)
         self.stores.fulltext.commit()
@@ -277,96 +390,30 @@ class Ingestor:
 
     def _run(
         self,
+        runner: Executor,
         files: list[Path],
         collection: str,
         report: JobReport,
         listener: ProgressListener | None,
         should_stop: Callable[[], bool] | None,
     ) -> None:
-        # Parsing, chunking and graph extraction run in a producer thread while this thread
-        # embeds and writes, so the two halves overlap instead of adding up.
-        batches: queue.Queue[list[_Prepared | FileError | str] | None] = queue.Queue(maxsize=2)
-        failure: list[BaseException] = []
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                batch: list[_Prepared | FileError | str] = []
-                size = 0
-                for path in files:
-                    if stop.is_set() or (should_stop is not None and should_stop()):
-                        break
-                    item = self._prepare(path, collection)
-                    batch.append(item)
-                    if isinstance(item, _Prepared):
-                        size += len(item.chunks)
-                    if size >= self.batch_chunks:
-                        batches.put(batch)
-                        batch, size = [], 0
-                if batch:
-                    batches.put(batch)
-            except BaseException as exc:
-                failure.append(exc)
-            finally:
-                batches.put(None)
-
-        producer = threading.Thread(target=produce, name="kag-ingest-prepare", daemon=True)
-        producer.start()
+        # the executor prepares (and maybe embeds) batches in file order; this thread writes them
+        batches = runner.batches(self, files, collection, should_stop)
         try:
-            while (batch := batches.get()) is not None:
+            for batch in batches:
                 self._write_batch(batch, report, listener)
                 self.stores.ledger.update_job(report.job_id, **report.counts())
         finally:
-            stop.set()
-            while producer.is_alive():
-                try:
-                    batches.get(timeout=0.1)
-                except queue.Empty:
-                    pass
-            producer.join()
-        if failure:
-            raise failure[0]
+            close = getattr(batches, "close", None)  # a generator stops its workers on close
+            if close is not None:
+                close()
 
-    def _prepare(self, path: Path, collection: str) -> _Prepared | FileError | str:
+    def _prepare(self, path: Path, collection: str) -> Item:
         """Read, parse, chunk and extract one file; returns the source uri when it is unchanged."""
-        shown = str(path)
-        source_uri = str(path.resolve())
-        try:
-            try:
-                size = path.stat().st_size
-                if size > self.max_file_bytes:
-                    raise FileTooLargeError(
-                        f"{shown} is {size / 1e6:.1f} MB, over the {self.max_file_bytes / 1e6:.1f} MB limit",
-                        hint="raise KAG_MAX_FILE_SIZE_MB to ingest it",
-                    )
-                data = path.read_bytes()
-            except OSError as exc:
-                raise UnreadablePathError(f"cannot read {shown}: {exc.strerror or exc}") from exc
-            sha = ids.sha256_bytes(data)
-            existing = self.stores.ledger.find_document(collection, source_uri)
-            if (
-                existing is not None
-                and existing.sha256 == sha
-                and existing.status == DocumentStatus.INDEXED
-                and existing.meta.get("_kag_fingerprint") == self.fingerprint
-            ):
-                return source_uri
-            loader = self.registry.for_path(path)
-            parsed = loader.load(data, source=shown)
-            chunks = self.chunker.chunk(parsed)
-            graph = self.extractor.extract(chunks) if self.extractor is not None and chunks else GraphExtraction()
-            return _Prepared(shown, source_uri, sha, len(data), parsed, chunks, graph, existing is not None)
-        except DocumentError as exc:
-            return FileError(shown, exc.code, str(exc))
-        except KagError:
-            raise
-        except Exception as exc:
-            log.exception("unexpected error while preparing a file", extra={"path": shown})
-            return FileError(shown, "internal_error", f"{exc.__class__.__name__}: {exc}")
+        row = self.stores.ledger.find_document(collection, str(path.resolve()))
+        return self.preparer.prepare(path, collection, KnownDocument.of(row))
 
-    def _write_batch(
-        self, batch: list[_Prepared | FileError | str], report: JobReport, listener: ProgressListener | None
-    ) -> None:
+    def _write_batch(self, batch: Sequence[Item], report: JobReport, listener: ProgressListener | None) -> None:
         ledger = self.stores.ledger
         prepared = [item for item in batch if isinstance(item, _Prepared)]
         for item in batch:
@@ -379,8 +426,11 @@ class Ingestor:
         if not prepared:
             return
         # embed first: a crash while embedding leaves the stores untouched
-        texts = [c.text for p in prepared for c in p.chunks]
-        vectors = self.embedder.embed(texts)
+        if all(p.vectors is not None for p in prepared):
+            vectors = np.concatenate([p.vectors for p in prepared if p.vectors is not None])
+        else:
+            texts = [self.embedding_text(_title_of(p), c.text) for p in prepared for c in p.chunks]
+            vectors = self.embedder.embed(texts)
         writes = []
         for p in prepared:
             meta = dict(p.parsed.metadata)
@@ -393,7 +443,7 @@ class Ingestor:
                     source_uri=p.source_uri,
                     sha256=p.sha256,
                     mime_type=p.parsed.mime_type,
-                    title=p.parsed.title or Path(p.path).name,
+                    title=_title_of(p),
                     text=p.parsed.text,
                     size_bytes=p.size,
                     metadata=meta,

@@ -182,6 +182,6 @@ def reindex(ingestor: Ingestor, batch_chunks: int = 256) -> int:
 
 
 def _index(stores: Stores, ingestor: Ingestor, chunks: list[IndexedChunk]) -> int:
-    stores.vectors.upsert(chunks, ingestor.embedder.embed([c.text for c in chunks]))
+    stores.vectors.upsert(chunks, ingestor.embedder.embed([ingestor.embedding_text(c.title, c.text) for c in chunks]))
     stores.fulltext.add(chunks)
     return len(chunks)

@@ -44,6 +44,30 @@ class DataDirLockedError(StoreError):
     code = "data_dir_locked"
 
 
+class AuditWriteError(StoreError):
+    """The audit record of an answer could not be written; the answer must not be returned."""
+
+    code = "audit_write_failed"
+
+
+class GenerationError(KagError):
+    """The model could not produce the requested output (bad grammar, unparsable JSON, prompt too long)."""
+
+    code = "generation_error"
+
+
+class ReplayError(KagError):
+    """A recorded answer cannot be replayed (altered record, no model output, unknown parameters)."""
+
+    code = "replay_error"
+
+
+class ExecutorError(KagError):
+    """The distributed executor (Ray) could not be reached or failed beyond its retries."""
+
+    code = "executor_error"
+
+
 class NotFoundError(KagError):
     code = "not_found"
 
@@ -80,3 +104,66 @@ class FileTooLargeError(DocumentError):
 
 class UnreadablePathError(DocumentError):
     code = "unreadable_path"
+
+
+# --- the service's request errors (kag/api maps each code to one HTTP status) --------------
+
+
+class InvalidRequestError(KagError):
+    """The request is well-formed but asks for something impossible (bad filter, bad field)."""
+
+    code = "invalid_request"
+
+
+class AuthenticationError(KagError):
+    """No API key, or one that is unknown or revoked."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(KagError):
+    """The API key is valid but its role or collection scope does not allow this."""
+
+    code = "forbidden"
+
+
+class ConflictError(KagError):
+    """The request conflicts with the current state (e.g. a running ingestion job)."""
+
+    code = "conflict"
+
+
+class PayloadTooLargeError(KagError):
+    """A request body or upload is over its configured limit."""
+
+    code = "payload_too_large"
+
+
+class RetryableError(KagError):
+    """Try again later; `retry_after` says when (seconds)."""
+
+    code = "retryable"
+
+    def __init__(self, message: str, *, retry_after: float, hint: str | None = None, **context: object) -> None:
+        super().__init__(message, hint=hint, **context)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
+class RateLimitedError(RetryableError):
+    code = "rate_limited"
+
+
+class OverloadedError(RetryableError):
+    """A bounded queue (generation, ingestion) is full; the request was refused before any work."""
+
+    code = "overloaded"
+
+
+class RequestTimeoutError(KagError):
+    code = "request_timeout"
+
+
+class EvaluationError(KagError):
+    """An evaluation dataset, setup or option is unusable (`kag eval`)."""
+
+    code = "evaluation_error"

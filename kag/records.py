@@ -214,8 +214,11 @@ class Verification:
 
     @property
     def citations(self) -> tuple[Citation, ...]:
+        """The evidence of the sentences shown; a dropped sentence keeps its own in its verdict only."""
         seen: dict[tuple[str, int, int], Citation] = {}
         for s in self.sentences:
+            if s.action == "dropped":
+                continue
             for c in s.citations:
                 seen.setdefault((c.document_id, c.char_start, c.char_end), c)
         return tuple(seen.values())

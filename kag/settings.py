@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,13 +54,22 @@ class Settings(BaseSettings):
     json_text_field: str = Field("text", description="Field of `.json`/`.jsonl` records that holds the text.")
     json_title_field: str = Field("title", description="Field of `.json`/`.jsonl` records that holds a title.")
     graph_enabled: bool = Field(True, description="Extract entities and relations into the knowledge graph.")
+    graph_extractor: Literal["spacy", "llm"] = Field(
+        "spacy",
+        description="Graph extraction at ingestion: `spacy` (NER, noun phrases, dependency-parse relations) or "
+        "`llm` (schema-constrained JSON from the KAG_LLM_MODEL_PATH model; for a capable model, slow on CPU).",
+    )
 
     # --- retrieval ---------------------------------------------------------------------
-    retrieval_depth: int = Field(50, ge=1, description="Candidates each retriever returns before fusion.")
-    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant k in w / (k + rank).")
-    weight_dense: float = Field(1.0, ge=0, description="Fusion weight of the dense (Qdrant) retriever.")
+    retrieval_depth: int = Field(
+        200, ge=1, description="Candidates each retriever returns before fusion (tuned: docs/evaluation.md)."
+    )
+    rrf_k: int = Field(10, ge=1, description="Reciprocal-rank-fusion constant k in w / (k + rank) (tuned).")
+    weight_dense: float = Field(1.5, ge=0, description="Fusion weight of the dense (Qdrant) retriever (tuned).")
     weight_lexical: float = Field(1.0, ge=0, description="Fusion weight of the lexical (Tantivy BM25) retriever.")
-    weight_graph: float = Field(0.5, ge=0, description="Fusion weight of the knowledge-graph retriever.")
+    weight_graph: float = Field(
+        0.0, ge=0, description="Fusion weight of the knowledge-graph retriever; 0 leaves it out (tuned)."
+    )
     graph_hops: int = Field(2, ge=0, le=3, description="Relation hops the graph retriever expands from query entities.")
     rerank: str = Field(
         "none", description="Rerank stage: `none`, `cross-encoder` (needs KAG_RERANK_MODEL_PATH) or `llm`."
@@ -99,6 +109,155 @@ class Settings(BaseSettings):
     abstain_threshold: float = Field(
         0.45, ge=0, le=1, description="Least evidence score of the best source below which kag abstains."
     )
+    verify_novel_words: float = Field(
+        1.0,
+        ge=0,
+        description="Content words a supported sentence may add beyond its evidence, the question and the source "
+        "title (names weigh 1.5, numbers 2); a sentence adding more is unsupported whatever its score.",
+    )
+    verify_min_grounding: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Least share of what an answer adds to the question (its content words outside the question) "
+        "that must appear in the sources; below it kag abstains: the model did not find the answer there.",
+    )
+    verify_replace_min_score: float = Field(
+        0.45,
+        ge=0,
+        le=1,
+        description="`extractive` policy: least score between the model's sentence and a quote chosen for the "
+        "question; below it the sentence is dropped instead (a quote unrelated to what the model said).",
+    )
+
+    # --- service (kag serve) -------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Address `kag serve` listens on; `0.0.0.0` for every interface.")
+    api_port: int = Field(
+        8000, ge=0, le=65535, description="Port `kag serve` listens on; the `PORT` variable is used when this is unset."
+    )
+    api_max_request_mb: float = Field(
+        1.0, gt=0, description="Largest request body (JSON) in MB; bigger ones get 413 before being read."
+    )
+    api_max_upload_mb: float = Field(
+        200.0,
+        gt=0,
+        description="Largest multipart upload (all files together) in MB; each file is also held "
+        "to KAG_MAX_FILE_SIZE_MB.",
+    )
+    api_upload_max_files: int = Field(1000, ge=1, description="Most files in one upload request.")
+    api_rate_limit_per_minute: int = Field(
+        600, ge=0, description="Requests per minute per API key (token bucket; 0 = no limit); a key may override it."
+    )
+    api_rate_limit_burst: int = Field(60, ge=1, description="Requests a key may make at once before the rate applies.")
+    api_generation_concurrency: int = Field(
+        1, ge=1, description="Generations run at once (a llama.cpp context decodes one sequence at a time)."
+    )
+    api_generation_queue_size: int = Field(
+        8, ge=0, description="Generation requests that may wait for the model; more get 503 with Retry-After."
+    )
+    api_generation_queue_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait for the model before a queued request gets 503 with Retry-After."
+    )
+    api_request_timeout_s: float = Field(
+        120.0, gt=0, description="Longest time until a response starts (504 after it); streams end at max tokens."
+    )
+    api_generate_max_tokens: int = Field(512, ge=1, description="Most tokens one `/v1/generate` request may ask for.")
+    api_embed_max_texts: int = Field(256, ge=1, description="Most texts in one `/v1/embed` request.")
+    api_embed_batch_size: int = Field(
+        64, ge=1, description="Most texts the embedding micro-batcher joins from concurrent requests."
+    )
+    api_embed_batch_wait_ms: float = Field(
+        5.0, ge=0, description="How long the micro-batcher waits for more concurrent embedding requests."
+    )
+    api_ingest_queue_size: int = Field(
+        16, ge=1, description="Upload jobs that may wait for the ingestion worker; more get 503 with Retry-After."
+    )
+    api_cors_origins: list[str] = Field(
+        [],
+        description='Origins allowed by CORS, as a JSON list (e.g. `["https://app.example"]`); empty = CORS closed.',
+    )
+    api_otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces endpoint (e.g. `http://collector:4318/v1/traces`); tracing is off when unset.",
+    )
+    api_service_name: str = Field("kag", description="`service.name` of exported traces.")
+    api_shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
+    )
+
+    # --- scale-out: executors, shared lexical index, graph cache ---------------------------
+    ingest_executor: Literal["local", "ray"] = Field(
+        "local",
+        description="Where ingestion runs: `local` (this process) or `ray` (parse, chunk, extract and embed "
+        "fan out over a Ray cluster; this process writes the stores).",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster to join: `auto` (a cluster started on this node), `HOST:PORT`, or "
+        "`ray://HOST:10001`; unset starts a local Ray instance.",
+    )
+    ray_num_cpus: int | None = Field(
+        None, ge=1, description="CPUs of the local Ray instance started when KAG_RAY_ADDRESS is unset; default: all."
+    )
+    ray_max_in_flight: int = Field(
+        16, ge=1, description="Files being parsed on the cluster at once, per CPU of the cluster (backpressure)."
+    )
+    ray_embed_actors: int | None = Field(
+        None,
+        ge=1,
+        description="Embedding actors on the cluster; default: one per GPU when the cluster has GPUs, else one.",
+    )
+    ray_embed_gpus: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs per embedding actor; default: 1 when the cluster has GPUs, else 0 (CPU embedding).",
+    )
+    ray_task_retries: int = Field(3, ge=0, description="Times Ray re-runs a file or embedding batch whose worker died.")
+    lexical_backend: Literal["tantivy", "qdrant"] = Field(
+        "tantivy",
+        description="Lexical (BM25) index: `tantivy` (a folder in the data dir) or `qdrant` (BM25 sparse vectors "
+        "in the Qdrant server at KAG_QDRANT_URL, shared by every replica and worker).",
+    )
+    qdrant_lexical_collection: str = Field(
+        "kag_lexical", description="Qdrant collection that holds BM25 sparse vectors (`KAG_LEXICAL_BACKEND=qdrant`)."
+    )
+    lexical_avg_doc_tokens: float = Field(
+        100.0,
+        gt=0,
+        description="Average analyzed tokens per chunk text assumed by BM25 length normalization in the "
+        "Qdrant lexical index (Tantivy measures it).",
+    )
+    graph_cache_max_elements: int = Field(
+        2_000_000,
+        ge=0,
+        description="Most nodes + edges of knowledge graphs kept in memory; least recently used collections are "
+        "evicted and reloaded from the ledger on demand (0 = keep none).",
+    )
+    graph_cache_check_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long a cached graph is used before the ledger is asked whether its collection changed "
+        "(writes by other processes show up within this time).",
+    )
+
+    # --- retrieval fusion and evaluation (tuned on SciFact train queries: docs/evaluation.md) ---
+    fusion: str = Field(
+        "rrf",
+        description="How the hybrid retriever fuses rankings: `rrf` (weighted reciprocal rank) or `score` "
+        "(weighted sum of min-max normalised scores).",
+    )
+    depth_dense: int | None = Field(
+        None, ge=1, description="Candidates of the dense retriever; default KAG_RETRIEVAL_DEPTH."
+    )
+    depth_lexical: int | None = Field(
+        None, ge=1, description="Candidates of the lexical retriever; default KAG_RETRIEVAL_DEPTH."
+    )
+    embed_title: bool = Field(
+        False, description="Embed each chunk after its document's title, so later chunks keep the title's context."
+    )
+    depth_graph: int | None = Field(
+        None, ge=1, description="Candidates of the graph retriever; default KAG_RETRIEVAL_DEPTH."
+    )
 
     @field_validator("chunk_overlap")
     @classmethod
@@ -107,6 +266,13 @@ class Settings(BaseSettings):
         size = data.get("chunk_size")
         if size is not None and value >= size:
             raise ValueError(f"chunk_overlap ({value}) must be smaller than chunk_size ({size})")
+        return value
+
+    @field_validator("fusion")
+    @classmethod
+    def _known_fusion(cls, value: str) -> str:
+        if value not in ("rrf", "score"):
+            raise ValueError(f"fusion must be `rrf` or `score`, got {value!r}")
         return value
 
     # --- derived -------------------------------------------------------------------------

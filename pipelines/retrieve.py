@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import heapq
+import math
+import threading
+import weakref
 from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
+from kag.errors import ConfigurationError
 from kag.ledger import Ledger
 from kag.models.embedder import Embedder
-from kag.records import ChunkDraft, GraphExtraction, ScoredChunk, SearchHit
+from kag.records import ChunkDraft, EntityRecord, GraphExtraction, ScoredChunk, SearchHit
 from kag.stores.base import FullTextIndex, VectorIndex
-from kag.stores.graph import GraphCache, neighbors_within
+from kag.stores.graph import GraphCache
 
 
 @runtime_checkable
 class Retriever(Protocol):
     """Ranked chunks for a query, restricted to the collections the caller may read."""
 
-    def retrieve(self, query: str, k: int, collections: Collection[str]) -> list[ScoredChunk]: ...
+    def retrieve(
+        self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
+    ) -> list[ScoredChunk]: ...
 
 
 class QueryEntityExtractor(Protocol):
@@ -30,10 +39,12 @@ class DenseRetriever:
         self.embedder = embedder
         self.vectors = vectors
 
-    def retrieve(self, query: str, k: int, collections: Collection[str]) -> list[ScoredChunk]:
-        if not collections or not query.strip():
+    def retrieve(
+        self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
+    ) -> list[ScoredChunk]:
+        if not collections or not query.strip() or document_ids is not None and not document_ids:
             return []
-        return self.vectors.search(self.embedder.embed([query])[0], k, collections)
+        return self.vectors.search(self.embedder.embed([query])[0], k, collections, document_ids)
 
 
 class LexicalRetriever:
@@ -42,38 +53,176 @@ class LexicalRetriever:
     def __init__(self, fulltext: FullTextIndex) -> None:
         self.fulltext = fulltext
 
-    def retrieve(self, query: str, k: int, collections: Collection[str]) -> list[ScoredChunk]:
-        if not collections or not query.strip():
+    def retrieve(
+        self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
+    ) -> list[ScoredChunk]:
+        if not collections or not query.strip() or document_ids is not None and not document_ids:
             return []
-        return self.fulltext.search(query, k, collections)
+        return self.fulltext.search(query, k, collections, document_ids)
+
+
+class _NodeIndex:
+    """Lookup tables over one loaded graph, built once per graph object: normalized key -> nodes, key
+    token -> nodes, mention counts; each node's strongest links and name vector are cached on first use."""
+
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+        self.by_key: dict[str, list[str]] = {}
+        self.by_token: dict[str, list[str]] = {}
+        self.names: dict[str, str] = {}
+        self.mentions: dict[str, int] = {}
+        for node, data in graph.nodes(data=True):
+            key = str(data.get("key") or "")
+            self.by_key.setdefault(key, []).append(node)
+            self.names[node] = str(data.get("name") or key)
+            self.mentions[node] = int(data.get("mentions") or 0)
+            for token in set(key.split()):
+                self.by_token.setdefault(token, []).append(node)
+        self.total_mentions = sum(self.mentions.values())
+        self._links: dict[tuple[str, int], list[tuple[str, float]]] = {}
+        self.vectors: dict[str, np.ndarray] = {}
+        self.lock = threading.Lock()
+
+    def idf(self, node: str) -> float:
+        """Inverse mention frequency: an entity mentioned everywhere says little about any one chunk."""
+        return math.log(1.0 + self.total_mentions / (1.0 + self.mentions.get(node, 0)))
+
+    def strongest_links(self, node: str, limit: int) -> list[tuple[str, float]]:
+        """The node's `limit` strongest neighbours (edges in both directions, parallel edges by their best)."""
+        cached = self._links.get((node, limit))
+        if cached is None:
+            links: dict[str, float] = {}
+            for adjacency in (self.graph.succ[node], self.graph.pred[node]):
+                for neighbor, edges in adjacency.items():
+                    if neighbor != node:
+                        strength = max(float(a.get("strength", 0.0)) for a in edges.values())
+                        if strength > links.get(neighbor, 0.0):
+                            links[neighbor] = strength
+            cached = heapq.nlargest(limit, links.items(), key=lambda kv: (kv[1], kv[0]))
+            self._links[(node, limit)] = cached
+        return cached
+
+    def expand(self, seeds: set[str], hops: int, limit: int, hop_decay: float = 0.5) -> dict[str, float]:
+        """Like `neighbors_within`, over each node's `limit` strongest links: seeds score 1.0, a path scores
+        the product of its strengths times hop_decay per hop after the first."""
+        best = {s: 1.0 for s in seeds if s in self.names}
+        frontier = dict(best)
+        for hop in range(hops):
+            factor = 1.0 if hop == 0 else hop_decay
+            reached: dict[str, float] = {}
+            for node, score in frontier.items():
+                for neighbor, strength in self.strongest_links(node, limit):
+                    candidate = score * strength * factor
+                    if candidate > best.get(neighbor, 0.0) and candidate > reached.get(neighbor, 0.0):
+                        reached[neighbor] = candidate
+            best.update(reached)
+            frontier = reached
+            if not frontier:
+                break
+        return best
 
 
 class GraphRetriever:
-    """Query entities linked to graph nodes, expanded over relations, back to the chunks that mention them."""
+    """Query entities linked to graph nodes, expanded over relations, back to the chunks that mention them.
 
-    def __init__(self, ledger: Ledger, extractor: QueryEntityExtractor, graphs: GraphCache, *, hops: int = 2) -> None:
+    Linking: a query entity seeds the nodes with its normalized key; one with no such node seeds the
+    nodes whose names embed closest to it, among the nodes that share a word with it. Expansion follows
+    each node's `max_neighbors` strongest relations for `hops` hops; a reached entity weighs its path
+    score times its inverse mention frequency, the `max_entities` heaviest (each mentioned at most
+    `max_mentions` times) are looked up, and a chunk scores the summed weights of the entities it
+    mentions. Every step is bounded, so a query costs about the same on a graph of any size.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        extractor: QueryEntityExtractor,
+        graphs: GraphCache,
+        *,
+        hops: int = 2,
+        embedder: Embedder | None = None,
+        link_threshold: float = 0.8,
+        max_link_candidates: int = 32,
+        max_neighbors: int = 16,
+        max_entities: int = 64,
+        max_mentions: int = 1000,
+    ) -> None:
         self.ledger = ledger
         self.extractor = extractor
         self.graphs = graphs
         self.hops = hops
+        self.embedder = embedder
+        self.link_threshold = link_threshold
+        self.max_link_candidates = max_link_candidates
+        self.max_neighbors = max_neighbors
+        self.max_entities = max_entities
+        self.max_mentions = max_mentions
+        self._indexes: weakref.WeakKeyDictionary[Any, _NodeIndex] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
 
-    def retrieve(self, query: str, k: int, collections: Collection[str]) -> list[ScoredChunk]:
-        if not collections or not query.strip():
+    def _index(self, graph: Any) -> _NodeIndex:
+        with self._lock:
+            index = self._indexes.get(graph)
+            if index is None:
+                index = self._indexes[graph] = _NodeIndex(graph)
+            return index
+
+    def link(self, graph: Any, entities: Sequence[EntityRecord]) -> set[str]:
+        """Graph nodes for the query's entities: exact normalized match, then embedding similarity."""
+        index = self._index(graph)
+        seeds: set[str] = set()
+        unmatched = []
+        for entity in entities:
+            nodes = index.by_key.get(entity.key)
+            if nodes:
+                seeds.update(nodes)
+            else:
+                unmatched.append(entity)
+        if not unmatched or self.embedder is None:
+            return seeds
+        for entity in unmatched:
+            shared: dict[str, int] = {}
+            for token in set(entity.key.split()):
+                for node in index.by_token.get(token, ()):
+                    shared[node] = shared.get(node, 0) + 1
+            if not shared:
+                continue
+            # most words in common first, then the most mentioned: a bounded number of embeddings
+            candidates = heapq.nlargest(
+                self.max_link_candidates, shared, key=lambda n: (shared[n], index.mentions.get(n, 0), n)
+            )
+            with index.lock:
+                missing = [n for n in candidates if n not in index.vectors]
+            vectors = self.embedder.embed([entity.name] + [index.names[n] for n in missing])
+            with index.lock:
+                index.vectors.update(zip(missing, vectors[1:], strict=True))
+                matrix = np.stack([index.vectors[n] for n in candidates])
+            similarity = matrix @ vectors[0]
+            seeds.update(n for n, sim in zip(candidates, similarity, strict=True) if sim >= self.link_threshold)
+        return seeds
+
+    def retrieve(
+        self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
+    ) -> list[ScoredChunk]:
+        if not collections or not query.strip() or document_ids is not None and not document_ids:
             return []
         found = self.extractor.extract([ChunkDraft(0, query, 0, len(query), 0)])
-        keys = {e.key for e in found.entities}
-        if not keys:
+        if not found.entities:
             return []
-        entity_scores: dict[str, float] = {}
+        weights: dict[str, float] = {}
         for collection in sorted(collections):
             graph = self.graphs.get(collection)
-            seeds = [n for n, key in graph.nodes(data="key") if key in keys]
-            for entity, score in neighbors_within(graph, seeds, hops=self.hops).items():
-                entity_scores[entity] = max(entity_scores.get(entity, 0.0), score)
+            index = self._index(graph)
+            seeds = self.link(graph, found.entities)
+            for entity, score in index.expand(seeds, self.hops, self.max_neighbors).items():
+                if index.mentions.get(entity, 0) <= self.max_mentions:
+                    weights[entity] = max(weights.get(entity, 0.0), score * index.idf(entity))
+        top = heapq.nlargest(self.max_entities, weights.items(), key=lambda kv: (kv[1], kv[0]))
+        chosen = dict(top)
         chunk_scores: dict[str, float] = {}
-        for entity, chunk in self.ledger.mentions_of(sorted(entity_scores), sorted(collections)):
-            chunk_scores[chunk] = chunk_scores.get(chunk, 0.0) + entity_scores[entity]
-        ranked = sorted(chunk_scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        for entity, chunk in self.ledger.mentions_of(sorted(chosen), sorted(collections), document_ids):
+            chunk_scores[chunk] = chunk_scores.get(chunk, 0.0) + chosen[entity]
+        ranked = heapq.nlargest(k, chunk_scores.items(), key=lambda kv: (kv[1], kv[0]))
         return [ScoredChunk(chunk_id=c, score=s) for c, s in ranked]
 
 
@@ -96,8 +245,55 @@ def reciprocal_rank_fusion(
     return [ScoredChunk(c, s, meta[c].document_id, meta[c].collection) for c, s in ordered]
 
 
+def score_fusion(
+    rankings: Mapping[str, Sequence[ScoredChunk]],
+    *,
+    weights: Mapping[str, float] | None = None,
+) -> list[ScoredChunk]:
+    """Relative score fusion: score(d) = sum_r w_r * minmax_r(score_r(d)); a list's best hit scores 1, its worst 0."""
+    scores: dict[str, float] = {}
+    meta: dict[str, ScoredChunk] = {}
+    for name, ranking in rankings.items():
+        if not ranking:
+            continue
+        weight = 1.0 if weights is None else weights.get(name, 1.0)
+        values = [hit.score for hit in ranking]
+        low, high = min(values), max(values)
+        span = high - low
+        for hit in ranking:
+            # a list whose scores are all equal gives each of its hits the full weight
+            normalized = (hit.score - low) / span if span > 0 else 1.0
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight * normalized
+            if hit.document_id or hit.chunk_id not in meta:
+                meta[hit.chunk_id] = hit
+    ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [ScoredChunk(c, s, meta[c].document_id, meta[c].collection) for c, s in ordered]
+
+
+#: fusion methods by their `KAG_FUSION` name
+FUSION_METHODS = ("rrf", "score")
+
+
+def fuse(
+    rankings: Mapping[str, Sequence[ScoredChunk]],
+    *,
+    method: str = "rrf",
+    weights: Mapping[str, float] | None = None,
+    rrf_k: int = 60,
+) -> list[ScoredChunk]:
+    """Fuse per-retriever rankings with the named method; retrievers of weight 0 take no part."""
+    active = {n: hits for n, hits in rankings.items() if weights is None or weights.get(n, 1.0) > 0}
+    if method == "rrf":
+        return reciprocal_rank_fusion(active, weights=weights, k=rrf_k)
+    if method == "score":
+        return score_fusion(active, weights=weights)
+    raise ConfigurationError(
+        f"unknown fusion method {method!r}", hint=f"KAG_FUSION is one of {', '.join(FUSION_METHODS)}"
+    )
+
+
 class HybridRetriever:
-    """Runs several retrievers at a per-retriever depth and fuses them with weighted RRF."""
+    """Runs several retrievers, each at its own depth, and fuses them (weighted RRF or relative scores)."""
 
     def __init__(
         self,
@@ -106,16 +302,51 @@ class HybridRetriever:
         weights: Mapping[str, float] | None = None,
         depth: int = 50,
         rrf_k: int = 60,
+        fusion: str = "rrf",
+        depths: Mapping[str, int] | None = None,
     ) -> None:
+        if fusion not in FUSION_METHODS:
+            raise ConfigurationError(
+                f"unknown fusion method {fusion!r}", hint=f"KAG_FUSION is one of {', '.join(FUSION_METHODS)}"
+            )
         self.retrievers = dict(retrievers)
         self.weights = dict(weights or {})
         self.depth = depth
         self.rrf_k = rrf_k
+        self.fusion = fusion
+        # per-retriever candidate depth; a retriever not named here uses `depth`
+        self.depths = dict(depths or {})
 
-    def retrieve(self, query: str, k: int, collections: Collection[str]) -> list[ScoredChunk]:
-        depth = max(k, self.depth)
-        rankings = {name: r.retrieve(query, depth, collections) for name, r in self.retrievers.items()}
-        return reciprocal_rank_fusion(rankings, weights=self.weights, k=self.rrf_k)[:k]
+    def retrieve(
+        self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
+    ) -> list[ScoredChunk]:
+        return self.retrieve_traced(query, k, collections, document_ids)[0]
+
+    def retrieve_traced(
+        self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
+    ) -> tuple[list[ScoredChunk], dict[str, list[ScoredChunk]]]:
+        """Fused top-k and each retriever's own ranking (for the audit trace)."""
+        fused, rankings = self._fused(query, k, collections, document_ids)
+        return fused[:k], rankings
+
+    def candidates(
+        self, query: str, collections: Collection[str], document_ids: Collection[str] | None = None
+    ) -> list[ScoredChunk]:
+        """Every fused candidate at exactly the configured per-retriever depths, uncut (what evaluation ranks)."""
+        return self._fused(query, 0, collections, document_ids)[0]
+
+    def _fused(
+        self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None
+    ) -> tuple[list[ScoredChunk], dict[str, list[ScoredChunk]]]:
+        # a retriever returns at least k, so a caller asking for more than the depth still gets k
+        rankings = {
+            name: r.retrieve(query, max(k, self.depths.get(name, self.depth)), collections, document_ids)
+            if self.weights.get(name, 1.0) > 0
+            else []  # a retriever of weight 0 takes no part, so it is not run at all
+            for name, r in self.retrievers.items()
+        }
+        weights = {name: w for name, w in self.weights.items() if name in rankings}
+        return fuse(rankings, method=self.fusion, weights=weights, rrf_k=self.rrf_k), rankings
 
 
 def hydrate(ledger: Ledger, hits: Sequence[ScoredChunk]) -> list[SearchHit]:

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
-from typer.testing import CliRunner
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-from kag.cli import app, settings_markdown
+from kag.cli import cli_reference, settings_markdown  # noqa: E402
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-COMMANDS = ["ingest", "search", "delete", "doctor", "reindex", "collections", "documents", "jobs", "config"]
-
-
-def cli_reference() -> str:
-    runner = CliRunner()
-    parts = []
-    for name in COMMANDS:
-        result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"})
-        parts.append(f"#### `kag {name}`\n\n```text\n{result.output.strip()}\n```\n")
-    return "\n".join(parts)
+README = REPO / "README.md"
 
 
 def replace(text: str, marker: str, body: str) -> str:

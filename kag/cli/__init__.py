@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import sys
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kag.cli.common import err, handle_errors, out, parse_time, print_json, runtime
 from kag.errors import KagError
-from kag.settings import Settings, settings_table
+from kag.settings import settings_table
+
+if TYPE_CHECKING:
+    from pipelines.answer import MetadataFilter
 
 app = typer.Typer(
     name="kag",
@@ -26,34 +26,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def handle_errors(func: F) -> F:
-    """Turn kag errors into `Error: ...` on stderr and exit code 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except KagError as exc:
-            err.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _runtime() -> Any:
-    from kag.cli.runtime import Runtime
-
-    return Runtime(Settings())
-
-
-def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+_runtime = runtime
+_print_json = print_json
 
 
 class Mode(StrEnum):
@@ -63,7 +37,32 @@ class Mode(StrEnum):
     hybrid = "hybrid"
 
 
+class Executor(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
+DocumentFilter = Annotated[
+    list[str] | None, typer.Option("--document", help="Only this document id; repeat for several.")
+]
+SourceFilter = Annotated[str | None, typer.Option("--source", help="Only documents whose source path starts so.")]
+SinceFilter = Annotated[str | None, typer.Option(help="Only documents updated at or after this ISO-8601 time.")]
+UntilFilter = Annotated[str | None, typer.Option(help="Only documents updated at or before this ISO-8601 time.")]
+
+
+def _metadata_filter(
+    document: list[str] | None, source: str | None, since: str | None, until: str | None
+) -> MetadataFilter | None:
+    from pipelines.answer import MetadataFilter
+
+    flt = MetadataFilter(
+        document_ids=tuple(document) if document else None,
+        source_prefix=str(Path(source).resolve()) if source else None,
+        since=parse_time(since, "--since"),
+        until=parse_time(until, "--until"),
+    )
+    return None if flt.empty else flt
 
 
 @app.command()
@@ -73,11 +72,23 @@ def ingest(
     collection: CollectionOpt = "default",
     sync: Annotated[bool, typer.Option(help="Delete documents whose source files under PATHS are gone.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job report as JSON.")] = False,
+    executor: Annotated[
+        Executor | None,
+        typer.Option(help="Where parsing and embedding run (default: the KAG_INGEST_EXECUTOR setting)."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: KAG_RAY_ADDRESS; unset: a local Ray)."
+        ),
+    ] = None,
 ) -> None:
     """Ingest files into a collection: parse, chunk, extract the graph, embed and index."""
     from kag.cli.progress import IngestProgress
 
     rt = _runtime()
+    overrides = {"ingest_executor": executor.value if executor else None, "ray_address": ray_address}
+    rt.settings = rt.settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     try:
         with IngestProgress(err, enabled=not as_json and err.is_terminal) as progress:
             report = rt.ingestor.ingest(paths, collection, sync=sync, listener=progress)
@@ -110,21 +121,30 @@ def search(
     ] = ["default"],  # noqa: B006 - Typer needs a literal default
     mode: Annotated[Mode, typer.Option(help="Retriever to use.")] = Mode.hybrid,
     k: Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="Number of results.")] = 10,
+    document: DocumentFilter = None,
+    source: SourceFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Search chunks by meaning, keywords, the knowledge graph, or all three fused."""
     from pipelines.retrieve import hydrate
 
+    flt = _metadata_filter(document, source, since, until)
     rt = _runtime()
     try:
-        known = set(rt.stores.ledger.collections())
-        unknown = [c for c in collection if c not in known]
-        if unknown:
-            raise KagError(
-                f"no collection named {', '.join(unknown)}",
-                hint=f"known collections: {', '.join(sorted(known)) or 'none yet; run kag ingest'}",
+        _require_collections(rt, collection)
+        document_ids = None
+        if flt is not None:
+            document_ids = rt.stores.ledger.document_ids_matching(
+                collection,
+                document_ids=list(flt.document_ids) if flt.document_ids is not None else None,
+                source_prefix=flt.source_prefix,
+                since=flt.since,
+                until=flt.until,
             )
-        hits = hydrate(rt.stores.ledger, rt.retriever(mode.value).retrieve(query, k, collection))
+        retriever = rt.retriever(mode.value)
+        hits = hydrate(rt.stores.ledger, retriever.retrieve(query, k, collection, document_ids))
     finally:
         rt.close()
     if as_json:
@@ -145,6 +165,96 @@ def search(
             out.print(f"   [dim]{escape(heading)}[/]", highlight=False)
         snippet = " ".join(hit.text.split())
         out.print(escape(f"   {snippet[:300]}{'...' if len(snippet) > 300 else ''}"), highlight=False)
+
+
+class Policy(StrEnum):
+    flag = "flag"
+    drop = "drop"
+    extractive = "extractive"
+
+
+@app.command()
+@handle_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer from the documents.")],
+    collection: Annotated[
+        list[str], typer.Option("--collection", "-c", help="Collection(s) to answer from; repeat for several.")
+    ] = ["default"],  # noqa: B006 - Typer needs a literal default
+    policy: Annotated[
+        Policy | None, typer.Option(help="Unsupported sentences: flag, drop, or replace by a quote (extractive).")
+    ] = None,
+    stream: Annotated[bool, typer.Option(help="Show the model's tokens as they are generated.")] = False,
+    document: DocumentFilter = None,
+    source: SourceFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verified answer as JSON.")] = False,
+) -> None:
+    """Answer a question with span-level citations, verified sentence by sentence, and audited."""
+    flt = _metadata_filter(document, source, since, until)
+    rt = _runtime()
+    try:
+        _require_collections(rt, collection)
+        on_token = None
+        if stream and not as_json:
+            err.print("[dim]model output:[/]", highlight=False)
+
+            def on_token(piece: str) -> None:
+                err.out(piece, end="", highlight=False)
+
+        result = rt.answer_pipeline.answer(
+            question,
+            collection,
+            principal="cli",
+            policy=policy.value if policy else None,
+            filters=flt,
+            on_token=on_token,
+        )
+        if stream and not as_json:
+            err.print()
+    finally:
+        rt.close()
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    _print_answer(result)
+
+
+def _print_answer(result: Any) -> None:
+    v = result.verification
+    out.print(escape(result.answer), highlight=False, soft_wrap=True)
+    if v.abstained:
+        out.print(f"[dim](abstained: {escape(v.reason)})[/]", highlight=False)
+    if v.citations:
+        out.print("\n[bold]Sources[/]")
+        for c in v.citations:
+            page = f", p. {c.page}" if c.page else ""
+            out.print(
+                f"  \\[{c.source_number}] {escape(c.title)}{page} [dim]{c.document_id} "
+                f"\\[{c.char_start}:{c.char_end}][/]",
+                highlight=False,
+            )
+            out.print(f'      "{escape(" ".join(c.quote.split()))}"', highlight=False, soft_wrap=True)
+    if v.sentences:
+        out.print("\n[bold]Verification[/]")
+        for sv in v.sentences:
+            mark = "[green]supported[/]" if sv.supported else "[red]unsupported[/]"
+            out.print(
+                f"  {mark} {sv.score:.2f} {sv.action}: {escape(' '.join(sv.original.split()))}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    out.print(f"\n[dim]audit record {result.audit_id}[/]", highlight=False)
+
+
+def _require_collections(rt: Any, names: list[str]) -> None:
+    known = set(rt.stores.ledger.collections())
+    unknown = [c for c in names if c not in known]
+    if unknown:
+        raise KagError(
+            f"no collection named {', '.join(unknown)}",
+            hint=f"known collections: {', '.join(sorted(known)) or 'none yet; run kag ingest'}",
+        )
 
 
 @app.command()
@@ -370,6 +480,45 @@ def settings_markdown(rows: list[tuple[str, str, str]] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+from kag.cli.audit import audit_app  # noqa: E402 - sub-apps register after the commands above
+from kag.cli.eval import register as _register_eval  # noqa: E402
+from kag.cli.keys import keys_app  # noqa: E402
+from kag.cli.serve import serve  # noqa: E402
+
+app.add_typer(audit_app, name="audit")
+app.command()(serve)
+app.add_typer(keys_app, name="keys")
+_register_eval(app)
+
+
+def command_paths() -> list[list[str]]:
+    """Every leaf command as its words after `kag` (sub-apps included), in registration order."""
+
+    def walk(command: Any, prefix: list[str]) -> list[list[str]]:
+        # duck-typed: Typer vendors its own click, whose Group is not click.Group
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            return [path for name, sub in subcommands.items() for path in walk(sub, [*prefix, name])]
+        return [prefix]
+
+    return walk(typer.main.get_command(app), [])
+
+
+def cli_reference() -> str:
+    """The `--help` of every command as markdown, for the README (rendered at a fixed width)."""
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    parts = []
+    for path in command_paths():
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"})
+        parts.append(f"#### `kag {' '.join(path)}`\n\n```text\n{result.output.strip()}\n```\n")
+    return "\n".join(parts)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
+
+
+from kag.cli import deploy as _deploy  # noqa: E402, F401 - registers `kag migrate`

@@ -9,9 +9,15 @@ from kag.settings import Settings
 from kag.stores.bundle import Stores, open_stores
 
 if TYPE_CHECKING:
+    from ingest.executors import Executor, PrepareSpec
+    from ingest.graph import SpacyGraphExtractor
     from ingest.pipeline import Ingestor
     from kag.models.embedder import SentenceTransformerEmbedder
+    from kag.stores.graph import GraphCache
+    from pipelines.answer import AnswerPipeline
+    from pipelines.generate import LlamaGenerator, LLMGraphExtractor, SamplingParams
     from pipelines.retrieve import Retriever
+    from pipelines.verify import Verifier
 
 SCHEMA_VERSION = 1
 
@@ -22,6 +28,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stores: Stores | None = None
+        self._executors: dict[str, Executor] = {}
 
     @cached_property
     def embedder(self) -> SentenceTransformerEmbedder:
@@ -45,23 +52,40 @@ class Runtime:
                 qdrant_url=s.qdrant_url,
                 qdrant_api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None,
                 qdrant_collection=s.qdrant_collection,
+                lexical_backend=s.lexical_backend,
+                qdrant_lexical_collection=s.qdrant_lexical_collection,
+                lexical_avg_doc_tokens=s.lexical_avg_doc_tokens,
             )
         return self._stores
 
     @cached_property
-    def extractor(self):
+    def query_extractor(self) -> SpacyGraphExtractor:
+        """spaCy entities of queries: fast enough per request whatever extracts the graph at ingestion."""
         from ingest.graph import SpacyGraphExtractor
 
         extractor = SpacyGraphExtractor(self.settings.spacy_model)
         extractor.warm_up()
         return extractor
 
+    @cached_property
+    def extractor(self) -> SpacyGraphExtractor | LLMGraphExtractor:
+        """The graph extractor used at ingestion: `KAG_GRAPH_EXTRACTOR`."""
+        if self.settings.graph_extractor == "llm":
+            from pipelines.generate import LLMGraphExtractor
+
+            return LLMGraphExtractor(self.generator)
+        return self.query_extractor
+
     @property
     def fingerprint(self) -> str:
         s = self.settings
+        # the extractor is named only when it is not the original spaCy one, so existing indexes keep
+        # their fingerprint (and `kag doctor` / eval workspaces do not ask for a needless re-ingest)
+        extractor = f"/{s.graph_extractor}" if s.graph_extractor != "spacy" else ""
         return (
             f"schema={SCHEMA_VERSION};embedder={self.embedder.name};chunk={s.chunk_size}/{s.chunk_overlap};"
-            f"graph={int(s.graph_enabled)};json={s.json_text_field}/{s.json_title_field}"
+            f"graph={int(s.graph_enabled)}{extractor};json={s.json_text_field}/{s.json_title_field}"
+            + (";embed_title=1" if s.embed_title else "")
         )
 
     @cached_property
@@ -80,12 +104,46 @@ class Runtime:
             max_file_bytes=s.max_file_bytes,
             batch_chunks=s.index_batch_size,
             fingerprint=self.fingerprint,
+            executor=self.executor,
+            embed_title=s.embed_title,
+        )
+
+    @cached_property
+    def prepare_spec(self) -> PrepareSpec:
+        """The ingestion components as plain values, for executors that build them on other machines."""
+        from ingest.executors import PrepareSpec
+
+        return PrepareSpec.from_settings(self.settings, self.fingerprint)
+
+    @property
+    def executor(self) -> Executor:
+        """The executor KAG_INGEST_EXECUTOR names; API jobs may ask for another with `executor_for`."""
+        return self.executor_for(self.settings.ingest_executor)
+
+    def executor_for(self, name: str) -> Executor:
+        """An executor by name (`local`, `ray`), built once per runtime and closed with it.
+
+        An API job runner passes it per job: `rt.ingestor.ingest(paths, c, executor=rt.executor_for("ray"))`."""
+        from ingest.executors import make_executor
+
+        if name not in self._executors:
+            self._executors[name] = make_executor(self.settings, self.prepare_spec, name)
+        return self._executors[name]
+
+    @cached_property
+    def graph_cache(self) -> GraphCache:
+        """Per-collection graphs shared by every retriever, within the memory cap, refreshed from the ledger."""
+        from kag.stores.graph import GraphCache
+
+        s = self.settings
+        return GraphCache(
+            self.stores.ledger, max_elements=s.graph_cache_max_elements, check_seconds=s.graph_cache_check_seconds
         )
 
     def retriever(self, mode: str) -> Retriever:
-        from kag.stores.graph import GraphCache
         from pipelines.retrieve import DenseRetriever, GraphRetriever, HybridRetriever, LexicalRetriever
 
+        s = self.settings
         stores = self.stores
         dense = DenseRetriever(self.embedder, stores.vectors)
         lexical = LexicalRetriever(stores.fulltext)
@@ -93,12 +151,108 @@ class Runtime:
             return dense
         if mode == "lexical":
             return lexical
-        graph = GraphRetriever(stores.ledger, self.extractor, GraphCache(stores.ledger))
+        graph = GraphRetriever(
+            stores.ledger, self.query_extractor, self.graph_cache, hops=s.graph_hops, embedder=self.embedder
+        )
         if mode == "graph":
             return graph
-        return HybridRetriever({"dense": dense, "lexical": lexical, "graph": graph})
+        return HybridRetriever(
+            {"dense": dense, "lexical": lexical, "graph": graph},
+            weights={"dense": s.weight_dense, "lexical": s.weight_lexical, "graph": s.weight_graph},
+            depth=s.retrieval_depth,
+            rrf_k=s.rrf_k,
+            fusion=s.fusion,
+            depths={
+                name: d
+                for name, d in (("dense", s.depth_dense), ("lexical", s.depth_lexical), ("graph", s.depth_graph))
+                if d is not None
+            },
+        )
+
+    @cached_property
+    def sampling(self) -> SamplingParams:
+        from pipelines.generate import SamplingParams
+
+        s = self.settings
+        return SamplingParams(
+            temperature=s.llm_temperature,
+            top_k=s.llm_top_k,
+            top_p=s.llm_top_p,
+            seed=s.llm_seed,
+            max_tokens=s.llm_max_tokens,
+        )
+
+    @cached_property
+    def generator(self) -> LlamaGenerator:
+        from pipelines.generate import LlamaGenerator
+
+        s = self.settings
+        generator = LlamaGenerator(
+            s.llm_model_path,
+            n_ctx=s.llm_n_ctx,
+            n_threads=s.llm_threads,
+            n_gpu_layers=s.llm_n_gpu_layers,
+            sampling=self.sampling,
+        )
+        generator.warm_up()
+        return generator
+
+    def verifier(self, policy: str) -> Verifier:
+        from pipelines.verify import Verifier
+
+        s = self.settings
+        return Verifier(
+            self.embedder,
+            policy=policy,
+            support_threshold=s.support_threshold,
+            abstain_threshold=s.abstain_threshold,
+            novel_allowance=s.verify_novel_words,
+            replace_min_score=s.verify_replace_min_score,
+            min_grounding=s.verify_min_grounding,
+        )
+
+    def _chat_yes_probability(self, message: str) -> float:
+        generator = self.generator
+        return generator.yes_probability(generator.render_chat([{"role": "user", "content": message}]))
+
+    @cached_property
+    def answer_pipeline(self) -> AnswerPipeline:
+        from kag.audit import AuditLog
+        from pipelines.answer import AnswerPipeline
+        from pipelines.rerank import RerankStage, make_reranker
+        from pipelines.retrieve import HybridRetriever
+
+        s = self.settings
+        retriever = self.retriever("hybrid")
+        assert isinstance(retriever, HybridRetriever)
+        reranker = make_reranker(
+            s.rerank,
+            model_path=s.rerank_model_path,
+            yes_probability=self._chat_yes_probability if s.rerank == "llm" else None,
+        )
+        return AnswerPipeline(
+            ledger=self.stores.ledger,
+            retriever=retriever,
+            rerank=RerankStage(reranker, self.embedder, mmr_lambda=s.mmr_lambda),
+            generator=self.generator,
+            verifiers=self.verifier,
+            audit=AuditLog(self.stores.ledger),
+            sampling=self.sampling,
+            rerank_depth=s.rerank_depth,
+            context_chunks=s.context_chunks,
+            default_policy=s.verify_policy,
+        )
 
     def close(self) -> None:
+        """Free models and release the stores (and the data dir lock); safe to call twice."""
+        for name in ("generator", "embedder"):
+            model = self.__dict__.pop(name, None)  # only what was built: cached_property stores it here
+            if model is not None:
+                model.close()
+        self.__dict__.pop("answer_pipeline", None)
+        executors, self._executors = self._executors, {}
+        for executor in executors.values():
+            executor.close()
         if self._stores is not None:
             self._stores.close()
             self._stores = None

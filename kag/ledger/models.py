@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -24,6 +24,7 @@ class DocumentStatus:
 
 
 class JobStatus:
+    QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -46,9 +47,7 @@ class DocumentRow(Base):
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    collection: Mapped[str] = mapped_column(
-        String(128), ForeignKey("collections.name", ondelete="CASCADE"), index=True
-    )
+    collection: Mapped[str] = mapped_column(String(128), ForeignKey("collections.name", ondelete="CASCADE"), index=True)
     source_uri: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     mime_type: Mapped[str] = mapped_column(String(128))
@@ -83,9 +82,7 @@ class EntityRow(Base):
     __table_args__ = (UniqueConstraint("collection", "key", name="uq_entities_collection_key"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    collection: Mapped[str] = mapped_column(
-        String(128), ForeignKey("collections.name", ondelete="CASCADE"), index=True
-    )
+    collection: Mapped[str] = mapped_column(String(128), ForeignKey("collections.name", ondelete="CASCADE"), index=True)
     key: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(Text)
     label: Mapped[str] = mapped_column(String(32))
@@ -148,3 +145,51 @@ class JobErrorRow(Base):
     code: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditRecordRow(Base):
+    """One answer's audit record; `kag.audit.AuditLog` chains them by hash in `seq` order."""
+
+    __tablename__ = "audit_records"
+    __table_args__ = (
+        Index("ix_audit_records_created_at", "created_at"),
+        Index("ix_audit_records_principal", "principal"),
+        # AUTOINCREMENT keeps SQLite from reusing the seq of a deleted last record
+        {"sqlite_autoincrement": True},
+    )
+
+    # BIGINT on PostgreSQL; SQLite only autoincrements a column declared exactly INTEGER
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    principal: Mapped[str] = mapped_column(Text)
+    collections: Mapped[list[Any]] = mapped_column(JSON)
+    # ",hr,legal," (names percent-encoded): a LIKE filter on it works the same on SQLite and PostgreSQL
+    collections_key: Mapped[str] = mapped_column(Text)
+    question: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    # unique: two records that follow the same record are a fork, which the database then refuses
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class ApiKeyRow(Base):
+    """An API key of the service: only the sha256 of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    # sha256 hex of the whole secret; keys are 256-bit random, so a fast hash cannot be brute-forced
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16))
+    # collection names the key may use; ["*"] = every collection
+    collections: Mapped[list[Any]] = mapped_column(JSON)
+    default_collection: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

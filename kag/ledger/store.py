@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from kag import ids
 from kag.errors import NotFoundError, StoreError
@@ -114,6 +115,10 @@ class Ledger:
         with self.session() as s:
             return list(s.scalars(select(CollectionRow.name).order_by(CollectionRow.name)))
 
+    def collection_rows(self) -> list[CollectionRow]:
+        with self.session() as s:
+            return list(s.scalars(select(CollectionRow).order_by(CollectionRow.name)))
+
     def delete_collection(self, name: str) -> None:
         with self.session() as s:
             s.execute(delete(RelationRow).where(RelationRow.collection == name))
@@ -126,6 +131,22 @@ class Ledger:
             return s.scalar(
                 select(DocumentRow).where(DocumentRow.collection == collection, DocumentRow.source_uri == source_uri)
             )
+
+    def document_states(self, collection: str, source_uris: Sequence[str]) -> dict[str, tuple[str, str, str | None]]:
+        """source uri -> (sha256, status, ingestion fingerprint): what ingestion needs to skip an unchanged
+        file, for many files in one query and without loading document text."""
+        found: dict[str, tuple[str, str, str | None]] = {}
+        uris = list(dict.fromkeys(source_uris))
+        with self.session() as s:
+            for start in range(0, len(uris), 1000):
+                rows = s.execute(
+                    select(DocumentRow.source_uri, DocumentRow.sha256, DocumentRow.status, DocumentRow.meta).where(
+                        DocumentRow.collection == collection, DocumentRow.source_uri.in_(uris[start : start + 1000])
+                    )
+                ).all()
+                for uri, sha, status, meta in rows:
+                    found[uri] = (sha, status, (meta or {}).get("_kag_fingerprint"))
+        return found
 
     def get_document(self, document_id: str) -> DocumentRow:
         with self.session() as s:
@@ -142,6 +163,44 @@ class Ledger:
             query = query.where(DocumentRow.status == status)
         with self.session() as s:
             return list(s.scalars(query))
+
+    def document_page(
+        self, collections: Collection[str], *, limit: int = 100, offset: int = 0
+    ) -> tuple[list[DocumentRow], int]:
+        """One page of documents in `collections` (their text not loaded) and how many there are in all."""
+        where = DocumentRow.collection.in_(list(collections))
+        query = (
+            select(DocumentRow)
+            .options(defer(DocumentRow.text))
+            .where(where)
+            .order_by(DocumentRow.collection, DocumentRow.source_uri)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.session() as s:
+            rows = list(s.scalars(query))
+            total = int(s.scalar(select(func.count()).select_from(DocumentRow).where(where)) or 0)
+        return rows, total
+
+    def collection_stats(self, collections: Collection[str]) -> dict[str, tuple[int, int]]:
+        """(documents, chunks) per collection."""
+        names = list(collections)
+        with self.session() as s:
+            docs = dict(
+                s.execute(
+                    select(DocumentRow.collection, func.count())
+                    .where(DocumentRow.collection.in_(names))
+                    .group_by(DocumentRow.collection)
+                ).all()
+            )
+            chunks = dict(
+                s.execute(
+                    select(ChunkRow.collection, func.count())
+                    .where(ChunkRow.collection.in_(names))
+                    .group_by(ChunkRow.collection)
+                ).all()
+            )
+        return {n: (int(docs.get(n, 0)), int(chunks.get(n, 0))) for n in names}
 
     def write_document(
         self,
@@ -349,17 +408,52 @@ class Ledger:
             ).all()
         return [tuple(e) for e in entities], [tuple(r) for r in relations]
 
-    def mentions_of(self, entity_ids: Sequence[str], collections: Sequence[str]) -> list[tuple[str, str]]:
-        """(entity id, chunk id) pairs for entities, restricted to chunks in `collections`."""
+    def mentions_of(
+        self, entity_ids: Sequence[str], collections: Sequence[str], document_ids: Collection[str] | None = None
+    ) -> list[tuple[str, str]]:
+        """(entity id, chunk id) pairs for entities, restricted to chunks in `collections` (and documents)."""
         if not entity_ids or not collections:
             return []
+        query = (
+            select(MentionRow.entity_id, MentionRow.chunk_id)
+            .join(ChunkRow, ChunkRow.id == MentionRow.chunk_id)
+            .where(MentionRow.entity_id.in_(list(entity_ids)), ChunkRow.collection.in_(list(collections)))
+        )
+        if document_ids is not None:
+            query = query.where(MentionRow.document_id.in_(list(document_ids)))
         with self.session() as s:
-            rows = s.execute(
-                select(MentionRow.entity_id, MentionRow.chunk_id)
-                .join(ChunkRow, ChunkRow.id == MentionRow.chunk_id)
-                .where(MentionRow.entity_id.in_(list(entity_ids)), ChunkRow.collection.in_(list(collections)))
-            ).all()
+            rows = s.execute(query).all()
         return [(r[0], r[1]) for r in rows]
+
+    def document_ids_matching(
+        self,
+        collections: Sequence[str],
+        *,
+        document_ids: Sequence[str] | None = None,
+        source_prefix: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> set[str]:
+        """Ids of documents in `collections` that pass metadata filters (id, source prefix, update time)."""
+        query = select(DocumentRow.id).where(DocumentRow.collection.in_(list(collections)))
+        if document_ids is not None:
+            query = query.where(DocumentRow.id.in_(list(document_ids)))
+        if source_prefix:
+            query = query.where(DocumentRow.source_uri.startswith(source_prefix, autoescape=True))
+        if since is not None:
+            query = query.where(DocumentRow.updated_at >= since)
+        if until is not None:
+            query = query.where(DocumentRow.updated_at <= until)
+        with self.session() as s:
+            return set(s.scalars(query))
+
+    def graph_stamp(self, collection: str) -> tuple[int, str]:
+        """(documents, latest document update) of a collection: changes whenever its graph may have changed."""
+        with self.session() as s:
+            row = s.execute(
+                select(func.count(), func.max(DocumentRow.updated_at)).where(DocumentRow.collection == collection)
+            ).one()
+        return int(row[0] or 0), str(row[1] or "")
 
     def graph_counts(self, collection: str | None = None) -> tuple[int, int]:
         with self.session() as s:
@@ -372,10 +466,38 @@ class Ledger:
 
     # --- jobs ----------------------------------------------------------------------------
     def create_job(self, job_id: str, collection: str, params: dict[str, Any], executor: str = "local") -> None:
+        """Start a job as `running`; a queued or interrupted job with this id starts over (resume)."""
+        with self.session() as s:
+            row = s.get(IngestJobRow, job_id)
+            if row is None:
+                s.add(
+                    IngestJobRow(
+                        id=job_id, collection=collection, status=JobStatus.RUNNING, params=params, executor=executor
+                    )
+                )
+                return
+            # a resumed run reports every file again (unchanged ones as unchanged), so counts restart
+            s.execute(delete(JobErrorRow).where(JobErrorRow.job_id == job_id))
+            row.status, row.error, row.finished_at, row.started_at = JobStatus.RUNNING, None, None, utcnow()
+            row.params = {**(row.params or {}), **params}
+            for name in (
+                "files_total",
+                "files_done",
+                "documents_added",
+                "documents_updated",
+                "documents_unchanged",
+                "documents_failed",
+                "documents_deleted",
+                "chunks_added",
+            ):
+                setattr(row, name, 0)
+
+    def queue_job(self, job_id: str, collection: str, params: dict[str, Any], executor: str = "local") -> None:
+        """Record a job that waits for a worker (status `queued`); `create_job` later starts it."""
         with self.session() as s:
             s.add(
                 IngestJobRow(
-                    id=job_id, collection=collection, status=JobStatus.RUNNING, params=params, executor=executor
+                    id=job_id, collection=collection, status=JobStatus.QUEUED, params=params, executor=executor
                 )
             )
 
@@ -413,6 +535,25 @@ class Ledger:
             errors = list(s.scalars(select(JobErrorRow).where(JobErrorRow.job_id == job_id).order_by(JobErrorRow.id)))
         return job, errors
 
-    def jobs(self, limit: int = 20) -> list[IngestJobRow]:
+    def jobs(
+        self,
+        limit: int = 20,
+        *,
+        collections: Collection[str] | None = None,
+        statuses: Collection[str] | None = None,
+        offset: int = 0,
+    ) -> list[IngestJobRow]:
+        """Jobs newest first, optionally of some collections and statuses."""
+        query = select(IngestJobRow)
+        if collections is not None:
+            query = query.where(IngestJobRow.collection.in_(list(collections)))
+        if statuses is not None:
+            query = query.where(IngestJobRow.status.in_(list(statuses)))
+        query = query.order_by(IngestJobRow.started_at.desc(), IngestJobRow.id).limit(limit).offset(offset)
         with self.session() as s:
-            return list(s.scalars(select(IngestJobRow).order_by(IngestJobRow.started_at.desc()).limit(limit)))
+            return list(s.scalars(query))
+
+    def delete_jobs(self, collection: str) -> None:
+        """Remove a collection's finished job records and their per-file errors."""
+        with self.session() as s:
+            s.execute(delete(IngestJobRow).where(IngestJobRow.collection == collection))

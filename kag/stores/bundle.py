@@ -8,7 +8,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from kag.errors import DataDirLockedError
+from kag.errors import ConfigurationError, DataDirLockedError, KagError
 from kag.ledger import Ledger
 from kag.stores.base import FullTextIndex, VectorIndex
 
@@ -72,10 +72,12 @@ def open_stores(
     qdrant_url: str | None = None,
     qdrant_api_key: str | None = None,
     qdrant_collection: str = "kag_chunks",
+    lexical_backend: str = "tantivy",
+    qdrant_lexical_collection: str = "kag_lexical",
+    lexical_avg_doc_tokens: float = 100.0,
     lock_timeout: float = 0,
 ) -> Stores:
     """Open every store; the embedded data dir is locked for this process until `close()`."""
-    from kag.stores.fulltext import TantivyIndex
     from kag.stores.vector import open_vector_index
 
     lock = DataDirLock(data_dir)
@@ -89,8 +91,58 @@ def open_stores(
             qdrant_api_key=qdrant_api_key,
             collection_name=qdrant_collection,
         )
-        fulltext = TantivyIndex(data_dir / "tantivy")
+        try:
+            fulltext = open_fulltext_index(
+                backend=lexical_backend,
+                data_dir=data_dir,
+                qdrant_url=qdrant_url,
+                qdrant_api_key=qdrant_api_key,
+                collection_name=qdrant_lexical_collection,
+                avg_doc_tokens=lexical_avg_doc_tokens,
+            )
+        except BaseException:
+            vectors.close()
+            raise
     except BaseException:
         lock.release()
         raise
     return Stores(ledger=ledger, vectors=vectors, fulltext=fulltext, lock=lock)
+
+
+def open_fulltext_index(
+    *,
+    backend: str,
+    data_dir: Path,
+    qdrant_url: str | None,
+    qdrant_api_key: str | None,
+    collection_name: str = "kag_lexical",
+    avg_doc_tokens: float = 100.0,
+    reset: bool = False,
+) -> FullTextIndex:
+    """Tantivy in `data_dir/tantivy`, or BM25 sparse vectors in the Qdrant server at `qdrant_url`."""
+    if backend == "tantivy":
+        from kag.stores.fulltext import TantivyIndex
+
+        return TantivyIndex(Path(data_dir) / "tantivy", reset=reset)
+    if backend != "qdrant":
+        raise ConfigurationError(
+            f"unknown lexical backend {backend!r}", hint="set KAG_LEXICAL_BACKEND to `tantivy` or `qdrant`"
+        )
+    if not qdrant_url:
+        raise ConfigurationError(
+            "the qdrant lexical backend needs a Qdrant server",
+            hint="set KAG_QDRANT_URL, or KAG_LEXICAL_BACKEND=tantivy for the embedded index",
+        )
+    from qdrant_client import QdrantClient
+
+    from kag.stores.fulltext_qdrant import QdrantBM25Index
+    from kag.stores.vector import _store_errors
+
+    with _store_errors("connect to Qdrant", url=qdrant_url):
+        client = QdrantClient(url=qdrant_url, api_key=qdrant_api_key)
+    try:
+        return QdrantBM25Index(client, collection_name, avg_text_tokens=avg_doc_tokens, owns_client=True, reset=reset)
+    except KagError as exc:
+        client.close()
+        exc.hint = exc.hint or "check KAG_QDRANT_URL and that the Qdrant server is running"
+        raise

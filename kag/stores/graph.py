@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -9,6 +13,8 @@ from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
+
+log = logging.getLogger("kag.graph")
 
 #: The relation ontology: group -> relation types. RelatedTo is the untyped co-occurrence link.
 RELATION_GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
@@ -142,21 +148,81 @@ def load_graph(ledger: Any, collection: str) -> nx.MultiDiGraph:
     return build_graph(entities, relations)
 
 
-class GraphCache:
-    """Per-collection graphs loaded from the ledger on demand; `invalidate` after writes."""
+@dataclass(slots=True)
+class _CachedGraph:
+    graph: nx.MultiDiGraph
+    stamp: Any
+    elements: int
+    checked_at: float
 
-    def __init__(self, ledger: Any) -> None:
+
+class GraphCache:
+    """Per-collection graphs loaded from the ledger on demand, within a memory cap, least recently used
+    evicted first.
+
+    The cap counts nodes + edges (networkx holds about 1 KB per element with our attributes, so
+    the default 2,000,000 is roughly 2 GB). A cached graph is reused while the ledger's stamp of
+    its collection (document count and latest update) is unchanged, so writes from any process,
+    another API replica or a Ray ingestion driver, are seen within `check_seconds`; writes through
+    this process can `invalidate` at once. A graph larger than the whole cap is served but not kept.
+    """
+
+    def __init__(self, ledger: Any, *, max_elements: int = 2_000_000, check_seconds: float = 5.0) -> None:
+        if max_elements < 0 or check_seconds < 0:
+            raise ValueError("max_elements and check_seconds must be >= 0")
         self.ledger = ledger
-        self._graphs: dict[str, nx.MultiDiGraph] = {}
+        self.max_elements = max_elements
+        self.check_seconds = check_seconds
+        self._graphs: OrderedDict[str, _CachedGraph] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0
+        self.evictions = 0
 
     def get(self, collection: str) -> nx.MultiDiGraph:
-        graph = self._graphs.get(collection)
-        if graph is None:
-            graph = self._graphs[collection] = load_graph(self.ledger, collection)
+        """The collection's graph, from memory when it is still current, else reloaded from the ledger."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._graphs.get(collection)
+            if entry is not None:
+                self._graphs.move_to_end(collection)
+                if now - entry.checked_at < self.check_seconds:
+                    return entry.graph
+        stamp = self.ledger.graph_stamp(collection)
+        if entry is not None and entry.stamp == stamp:
+            entry.checked_at = now
+            return entry.graph
+        # read the stamp before the rows: a write in between makes the next check reload again
+        graph = load_graph(self.ledger, collection)
+        elements = graph.number_of_nodes() + graph.number_of_edges()
+        with self._lock:
+            self.loads += 1
+            self._graphs.pop(collection, None)
+            if elements > self.max_elements:
+                log.warning(
+                    "graph larger than the cache cap; served without caching",
+                    extra={"collection": collection, "elements": elements, "max_elements": self.max_elements},
+                )
+                return graph
+            self._graphs[collection] = _CachedGraph(graph, stamp, elements, now)
+            while self.elements > self.max_elements:
+                evicted, _ = self._graphs.popitem(last=False)
+                self.evictions += 1
+                log.info("graph evicted", extra={"collection": evicted})
         return graph
 
+    @property
+    def elements(self) -> int:
+        """Nodes + edges of every cached graph."""
+        return sum(e.elements for e in self._graphs.values())
+
+    def cached(self) -> list[str]:
+        """Cached collections, least recently used first."""
+        with self._lock:
+            return list(self._graphs)
+
     def invalidate(self, collection: str | None = None) -> None:
-        if collection is None:
-            self._graphs.clear()
-        else:
-            self._graphs.pop(collection, None)
+        with self._lock:
+            if collection is None:
+                self._graphs.clear()
+            else:
+                self._graphs.pop(collection, None)

@@ -1,4 +1,6 @@
-"""Ingestion end to end on real stores: SQLite/PostgreSQL ledger, Qdrant Edge/qdrant-client, Tantivy."""
+"""Ingestion end to end on real stores, every test on two sets: embedded (SQLite ledger, Qdrant Edge,
+Tantivy) and server-style (PostgreSQL ledger, qdrant-client vectors, Qdrant BM25 sparse lexical index;
+Qdrant in qdrant-client local mode)."""
 
 from __future__ import annotations
 
@@ -18,17 +20,19 @@ from kag.stores.bundle import Stores, open_stores
 from tests.ingest.corpus_factory import make_bad_files, make_corpus
 
 
-def build_ingestor(data_dir: Path, ledger_url: str, embedder, extractor, *, qdrant: str = "edge") -> Ingestor:
+def build_ingestor(data_dir: Path, ledger_url: str, embedder, extractor, *, indexes: str = "embedded") -> Ingestor:
     stores = open_stores(data_dir=data_dir, database_url=ledger_url, dim=embedder.dim)
-    if qdrant == "client":
+    if indexes == "servers":
         from qdrant_client import QdrantClient
 
+        from kag.stores.fulltext_qdrant import QdrantBM25Index
         from kag.stores.vector import QdrantClientVectorIndex
 
         stores.vectors.close()
-        stores.vectors = QdrantClientVectorIndex(
-            QdrantClient(path=str(data_dir / "qdrant-local")), "kag_chunks", embedder.dim
-        )
+        stores.fulltext.close()
+        client = QdrantClient(path=str(data_dir / "qdrant-local"))
+        stores.vectors = QdrantClientVectorIndex(client, "kag_chunks", embedder.dim)
+        stores.fulltext = QdrantBM25Index(client, "kag_lexical", owns_client=True)
     return Ingestor(
         stores,
         embedder,
@@ -41,11 +45,26 @@ def build_ingestor(data_dir: Path, ledger_url: str, embedder, extractor, *, qdra
     )
 
 
-@pytest.fixture
-def ingestor(tmp_path: Path, ledger_url: str, embedder, spacy_extractor) -> Iterator[Ingestor]:
-    ing = build_ingestor(tmp_path / "data", ledger_url, embedder, spacy_extractor)
+@pytest.fixture(params=["sqlite+embedded", "postgresql+servers"])
+def ingestor(request: pytest.FixtureRequest, tmp_path: Path, embedder, spacy_extractor) -> Iterator[Ingestor]:
+    """The embedded set (SQLite, Qdrant Edge, Tantivy) and the server set (PostgreSQL, qdrant-client,
+    Qdrant BM25): every ingestion test runs on each, so each backend runs the full suite."""
+    ledger, indexes = request.param.split("+")
+    if ledger == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_server_url")
+    ing = build_ingestor(tmp_path / "data", url, embedder, spacy_extractor, indexes=indexes)
     yield ing
     ing.stores.close()
+    if ledger == "postgresql":
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
 
 
 def index_state(stores: Stores) -> dict[str, object]:
@@ -135,6 +154,41 @@ def test_job_fails_only_when_every_file_fails(ingestor: Ingestor, tmp_path: Path
     assert report.status == "failed" and report.documents_failed == 4
 
 
+class CountingListener:
+    """A progress listener that counts finished files (the real ProgressListener protocol)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+
+    def on_start(self, files_total: int) -> None:
+        self.total = files_total
+
+    def on_file_done(self, path: str, chunks: int, ok: bool) -> None:
+        self.done += 1
+
+
+def test_a_stop_request_interrupts_between_files_and_a_late_one_still_completes(
+    ingestor: Ingestor, tmp_path: Path
+) -> None:
+    # enough files that preparation (which runs ahead of writing, two batches at most) cannot finish first
+    corpus = tmp_path / "notes"
+    corpus.mkdir()
+    for i in range(16):
+        (corpus / f"note-{i:02d}.md").write_text(f"# Note {i}\n\n" + f"Team {i} owns service {i}. " * 40)
+    early = CountingListener()
+    report = ingestor.ingest([corpus], "hr", listener=early, should_stop=lambda: early.done >= 1)
+    assert report.status == "interrupted" and 0 < report.files_done < report.files_total
+    job, _ = ingestor.stores.ledger.get_job(report.job_id)
+    assert job.status == "interrupted"
+
+    # the rest on a second run; a stop that arrives once every file is done leaves the job completed
+    late = CountingListener()
+    again = ingestor.ingest([corpus], "hr", listener=late, should_stop=lambda: late.done >= late.total)
+    assert again.status == "completed" and again.files_done == again.files_total
+    assert again.documents_added + again.documents_unchanged == again.files_total
+
+
 def test_delete_and_sync_leave_nothing_behind(ingestor: Ingestor, tmp_path: Path) -> None:
     corpus = make_corpus(tmp_path / "corpus")
     ingestor.ingest([corpus], "hr")
@@ -220,17 +274,3 @@ def test_second_process_on_the_data_dir_gets_a_clear_error(ingestor: Ingestor, e
     data_dir = ingestor.stores.lock.path.parent  # type: ignore[union-attr]
     with pytest.raises(DataDirLockedError, match="in use by another kag process"):
         open_stores(data_dir=data_dir, database_url="sqlite://", dim=embedder.dim)
-
-
-def test_qdrant_client_backend_runs_the_same_ingestion(tmp_path: Path, embedder, spacy_extractor) -> None:
-    ing = build_ingestor(
-        tmp_path / "data", f"sqlite:///{tmp_path / 'l.sqlite3'}", embedder, spacy_extractor, qdrant="client"
-    )
-    try:
-        corpus = make_corpus(tmp_path / "corpus")
-        assert ing.ingest([corpus], "hr").documents_added == 6
-        state = index_state(ing.stores)
-        assert state["ledger_chunks"] == state["vector_chunks"] == state["fulltext_chunks"]
-        assert ing.ingest([corpus], "hr").chunks_added == 0
-    finally:
-        ing.stores.close()

@@ -22,6 +22,14 @@ def test_readme_configuration_table_matches_the_settings() -> None:
     assert settings_markdown() in readme, "README is stale: run `make docs`"
 
 
+def test_readme_cli_reference_matches_the_commands() -> None:
+    from kag.cli import cli_reference, command_paths
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert ["audit", "replay"] in command_paths() and ["ask"] in command_paths()
+    assert cli_reference() in readme, "README is stale: run `make docs`"
+
+
 def test_env_prefix_and_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KAG_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("KAG_CHUNK_SIZE", "128")
