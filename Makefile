@@ -8,11 +8,20 @@ STAMP := $(VENV)/.kag-installed
 LLAMA_VERSION := 0.3.36
 TORCH_VERSION := 2.13.0
 
-# llama-cpp-python ships only as source. Built with default flags on CPUs with AMX it
-# segfaults in ggml_backend_amx_mul_mat on the first decode, so the CPU build turns AMX off.
-# Users with CUDA or Metal set their own CMAKE_ARGS (e.g. -DGGML_CUDA=on) before `make`.
-CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-  -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON
+# llama-cpp-python ships only as source. Built with default flags (GGML_NATIVE) on CPUs with
+# AMX it segfaults in ggml_backend_amx_mul_mat on the first decode, so the CPU build names its
+# SIMD levels itself and never turns AMX on. They are the build CPU's own (from /proc/cpuinfo):
+# an AVX-512 build dies with "Illegal instruction" on a CPU without it (e.g. AMD EPYC Rome).
+# Where /proc/cpuinfo has no x86 flags (macOS, ARM) the portable AVX2 baseline is used (x86
+# options are ignored on ARM). Users with CUDA or Metal set their own CMAKE_ARGS (e.g.
+# -DGGML_CUDA=on) before `make`; the Docker image uses the portable baseline.
+PORTABLE_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+cpu_has = $(if $(filter $(1),$(CPU_FLAGS)),ON,OFF)
+CPU_CMAKE_ARGS := $(if $(CPU_FLAGS),-DGGML_NATIVE=OFF -DGGML_AVX=$(call cpu_has,avx) \
+  -DGGML_AVX2=$(call cpu_has,avx2) -DGGML_FMA=$(call cpu_has,fma) -DGGML_F16C=$(call cpu_has,f16c) \
+  -DGGML_AVX512=$(call cpu_has,avx512f) -DGGML_AVX512_VNNI=$(call cpu_has,avx512_vnni) \
+  -DGGML_AVX512_BF16=$(call cpu_has,avx512_bf16) -DGGML_AVX_VNNI=$(call cpu_has,avx_vnni),$(PORTABLE_CMAKE_ARGS))
 LLAMA_CMAKE_ARGS := $(or $(CMAKE_ARGS),$(CPU_CMAKE_ARGS))
 # Built wheels are kept per (version, flags) outside the checkout, so fresh clones skip the
 # 5-minute compile; pip's own cache is bypassed because it ignores CMAKE_ARGS.
@@ -25,9 +34,13 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 
-.PHONY: install test test-fast lint bench demo serve clean docs
+.PHONY: install test test-fast lint bench demo serve clean docs llama-cmake-args
 
 install: $(STAMP)
+
+# the CMAKE_ARGS `make install` builds llama-cpp-python with on this machine
+llama-cmake-args:
+	@echo '$(LLAMA_CMAKE_ARGS)'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +54,8 @@ $(LLAMA_WHEELS)/.built: | $(BIN)/python
 
 $(STAMP): pyproject.toml $(LLAMA_WHEELS)/.built | $(BIN)/python
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet --no-deps --no-index --find-links $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -e '.[dev]'
+	$(BIN)/pip install --quiet --force-reinstall --no-deps --no-index --find-links $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -e '.[dev,ray,eval]'
 	touch $@
 
 test: install
@@ -57,6 +70,12 @@ lint: install
 
 bench: install
 	$(BIN)/python scripts/bench_ingest.py $(BENCH_ARGS)
+	$(BIN)/python scripts/bench_answer.py $(BENCH_ANSWER_ARGS)
+	$(BIN)/python scripts/bench_load.py $(LOAD_ARGS)
+	$(BIN)/python scripts/bench_ray.py
+
+serve: install
+	$(BIN)/kag serve
 
 demo: install
 	$(BIN)/kag ingest data --collection demo
@@ -67,6 +86,11 @@ demo: install
 	$(BIN)/kag search "Osprey rate limit" -c demo --k 3 --mode lexical
 	$(BIN)/kag search "Which database does the Heron billing service depend on?" -c demo --k 3 --mode graph
 	$(BIN)/kag doctor
+	@echo "--- grounded answers: every sentence cites the span that supports it, or kag abstains"
+	$(BIN)/kag ask "How many days of paid time off do full-time employees accrue per month?" -c demo
+	$(BIN)/kag ask "What caused incident INC-3107?" -c demo
+	$(BIN)/kag ask "What was Copperfinch Robotics' total annual revenue in 2024?" -c demo
+	$(BIN)/kag audit verify
 
 docs: install
 	$(BIN)/python scripts/render_readme.py
