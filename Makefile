@@ -68,7 +68,9 @@ lint: install
 	$(BIN)/ruff check kag ingest pipelines tests scripts
 	$(BIN)/mypy kag ingest pipelines
 
+# SciFact for the benchmarks comes from $(EVALDATA)/scifact (public data, never shipped with kag)
 bench: install
+	@test -n "$(EVALDATA)" || { echo "make bench: set EVALDATA to a folder holding BEIR-format scifact/"; exit 2; }
 	$(BIN)/python scripts/bench_ingest.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_answer.py $(BENCH_ANSWER_ARGS)
 	$(BIN)/python scripts/bench_load.py $(LOAD_ARGS)

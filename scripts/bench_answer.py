@@ -4,7 +4,7 @@ and hybrid retrieval latency at 100k chunks. Prints markdown tables.
 Absolute times drift on shared machines; the tokens/s ratio is measured in one run with the two
 variants interleaved, so it is the figure to compare.
 
-    .venv/bin/python scripts/bench_answer.py [--scifact ../shared/evaldata/scifact] [--chunks 100000]
+    .venv/bin/python scripts/bench_answer.py [--scifact DIR (default $EVALDATA/scifact)] [--chunks 100000]
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def _pcts(values: Sequence[float]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scifact", type=Path, default=REPO.parent / "shared" / "evaldata" / "scifact")
+    parser.add_argument("--scifact", type=Path, default=None, help="BEIR SciFact folder (default $EVALDATA/scifact)")
     parser.add_argument("--chunks", type=int, default=100_000, help="chunks for the retrieval-at-scale table")
     parser.add_argument("--base-docs", type=int, default=1500, help="SciFact abstracts replicated to --chunks")
     parser.add_argument("--queries", type=int, default=200, help="timed queries at scale")
@@ -311,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print(tokens + "\n", flush=True)
         if not args.skip_scale:
+            if args.scifact is None:
+                from pipelines.evaluation.datasets import evaldata
+
+                args.scifact = evaldata("scifact")
             if not (args.scifact / "corpus.jsonl").is_file():
                 raise SystemExit(f"no SciFact corpus at {args.scifact}: pass --scifact DIR or --skip-scale")
             print(bench_scale(work, args.scifact, args.chunks, args.base_docs, args.queries) + "\n", flush=True)

@@ -841,8 +841,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--corpus",
         type=Path,
-        default=Path("../shared/evaldata/scifact/corpus.jsonl"),
-        help="BEIR corpus.jsonl (queries.jsonl beside it); relative paths resolve against the repo root",
+        default=None,
+        help="BEIR corpus.jsonl, queries.jsonl beside it (default $EVALDATA/scifact/corpus.jsonl); "
+        "relative paths resolve against the repo root",
     )
     parser.add_argument("--limit", type=int, default=1000, help="documents ingested (default 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved ingestion rounds; medians are reported")
@@ -879,6 +880,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=["edge", "client"], help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.corpus is None:
+        from pipelines.evaluation.datasets import evaldata
+
+        args.corpus = evaldata("scifact") / "corpus.jsonl"
     if not args.corpus.is_absolute():
         args.corpus = (REPO / args.corpus).resolve()
     if not args.corpus.exists():

@@ -1,6 +1,6 @@
 """Compare the two lexical backends on a BEIR dataset: Tantivy BM25 vs Qdrant BM25 sparse vectors.
 
-    .venv/bin/python scripts/eval_lexical.py --dataset ../shared/evaldata/scifact
+    .venv/bin/python scripts/eval_lexical.py --dataset DIR (default $EVALDATA/scifact)
 
 Indexes every corpus document (title + text, one chunk per document) into a Tantivy folder and into
 a Qdrant collection (qdrant-client in-memory local mode, which applies the IDF modifier exactly as
@@ -83,11 +83,15 @@ def index_into(index: FullTextIndex, chunks: list[IndexedChunk]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "evaldata" / "scifact")
+    parser.add_argument("--dataset", type=Path, default=None, help="BEIR folder (default $EVALDATA/scifact)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--depth", type=int, default=100, help="hits per query (recall@100 needs 100)")
     parser.add_argument("--tolerance", type=float, default=0.01, help="largest acceptable nDCG@10 difference")
     args = parser.parse_args()
+    if args.dataset is None:
+        from pipelines.evaluation.datasets import evaldata
+
+        args.dataset = evaldata("scifact")
     if not (args.dataset / "corpus.jsonl").exists():
         print(f"no BEIR dataset at {args.dataset} (corpus.jsonl, queries.jsonl, qrels/)", file=sys.stderr)
         return 2

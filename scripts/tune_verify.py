@@ -12,15 +12,15 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from kag.models.embedder import SentenceTransformerEmbedder
 from kag.records import SearchHit, Source
+from pipelines.evaluation.datasets import evaldata
 from pipelines.verify import Verifier, sentence_spans
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata" / "squad2_dev_5articles"
+DATA = evaldata("squad2_dev_5articles")
 SUPPORT_GRID = [0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80]
 ABSTAIN_GRID = [0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,17 @@ from typing import Any
 from kag.errors import EvaluationError
 
 Qrels = dict[str, dict[str, int]]
+
+
+def evaldata(name: str) -> Path:
+    """`$EVALDATA/name`: where the benchmark scripts find public evaluation data (never shipped)."""
+    root = os.environ.get("EVALDATA")
+    if not root:
+        raise EvaluationError(
+            f"no evaluation data folder for {name!r}",
+            hint="set EVALDATA to a folder holding BEIR-format scifact/, cranfield/ and squad2_dev_5articles/",
+        )
+    return Path(root).expanduser() / name
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
