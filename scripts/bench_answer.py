@@ -297,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--llm-model-path", help="GGUF for the tokens/s table (default: the bundled SmolLM2)")
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded for the tokens/s table")
     parser.add_argument("--skip-scale", action="store_true", help="skip the 100k-chunk retrieval table")
+    parser.add_argument("--only-scale", action="store_true", help="only the 100k-chunk retrieval table")
     args = parser.parse_args(argv)
 
     import torch
@@ -304,12 +305,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(header(torch.get_num_threads()) + "\n")
     with tempfile.TemporaryDirectory(prefix="kag-bench-answer-") as tmp:
         work = Path(tmp)
-        stages, prompt = bench_stages(work, args.rounds)
-        print(stages + "\n", flush=True)
-        tokens = bench_tokens(
-            prompt, args.gen_runs, args.max_tokens, model_path=args.llm_model_path, n_gpu_layers=args.n_gpu_layers
-        )
-        print(tokens + "\n", flush=True)
+        if not args.only_scale:
+            stages, prompt = bench_stages(work, args.rounds)
+            print(stages + "\n", flush=True)
+            tokens = bench_tokens(
+                prompt, args.gen_runs, args.max_tokens, model_path=args.llm_model_path, n_gpu_layers=args.n_gpu_layers
+            )
+            print(tokens + "\n", flush=True)
         if not args.skip_scale:
             if args.scifact is None:
                 from pipelines.evaluation.datasets import evaldata
