@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
@@ -266,42 +266,48 @@ class Ledger:
             {"id": entity_ids[e.key], "collection": collection, "key": e.key, "name": e.name, "label": e.label}
             for e in graph.entities
         ]
-        insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
-        s.execute(insert(EntityRow).values(values).on_conflict_do_nothing())
-        s.add_all(
-            MentionRow(
-                entity_id=entity_ids[m.entity_key],
-                chunk_id=chunk_ids[m.chunk_ordinal],
-                document_id=doc_id,
-                start=m.start,
-                end=m.end,
-            )
+        upsert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr]
+        s.execute(upsert(EntityRow).values(values).on_conflict_do_nothing())
+        # mentions and relations go in as one bulk INSERT each (executemany), not as ORM objects:
+        # a document has hundreds of them and the unit of work cost more than the rows themselves
+        mentions = [
+            {
+                "entity_id": entity_ids[m.entity_key],
+                "chunk_id": chunk_ids[m.chunk_ordinal],
+                "document_id": doc_id,
+                "start": m.start,
+                "end": m.end,
+            }
             for m in graph.mentions
             if m.entity_key in entity_ids
-        )
-        seen: set[str] = set()
+        ]
+        if mentions:
+            s.execute(insert(MentionRow), mentions)
+        relations: dict[str, dict[str, Any]] = {}
+        now = utcnow()
         for r in graph.relations:
             if r.source_key not in entity_ids or r.target_key not in entity_ids:
                 continue
             cid = chunk_ids[r.chunk_ordinal]
             rid = ids.relation_id(collection, r.source_key, r.type, r.target_key, cid, r.evidence_start)
-            if rid in seen:
-                continue
-            seen.add(rid)
-            s.add(
-                RelationRow(
-                    id=rid,
-                    collection=collection,
-                    source_id=entity_ids[r.source_key],
-                    target_id=entity_ids[r.target_key],
-                    type=r.type,
-                    strength=r.strength,
-                    chunk_id=cid,
-                    document_id=doc_id,
-                    evidence_start=r.evidence_start,
-                    evidence_end=r.evidence_end,
-                )
+            relations.setdefault(
+                rid,
+                {
+                    "id": rid,
+                    "collection": collection,
+                    "source_id": entity_ids[r.source_key],
+                    "target_id": entity_ids[r.target_key],
+                    "type": r.type,
+                    "strength": r.strength,
+                    "chunk_id": cid,
+                    "document_id": doc_id,
+                    "evidence_start": r.evidence_start,
+                    "evidence_end": r.evidence_end,
+                    "created_at": now,
+                },
             )
+        if relations:
+            s.execute(insert(RelationRow), list(relations.values()))
 
     @staticmethod
     def _delete_document_children(s: Session, doc_id: str) -> None:
