@@ -30,7 +30,7 @@ from kag.errors import StoreError
 from kag.ids import point_id
 from kag.records import IndexedChunk, ScoredChunk
 from kag.stores.fulltext import _PHRASE, MAX_QUERY_TERMS, _query_analyzer
-from kag.stores.vector import FILTER_FIELDS, _store_errors
+from kag.stores.vector import FILTER_FIELDS, _store_errors, scroll_chunk_ids
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -41,7 +41,6 @@ K1 = 1.2
 B = 0.75
 
 _UPSERT_BATCH = 512
-_SCROLL_PAGE = 1024
 _REINDEX_HINT = "run `kag reindex` to rebuild the lexical index from the ledger"
 
 
@@ -281,22 +280,8 @@ class QdrantBM25Index:
         flt = None
         if collection is not None:
             flt = m.Filter(must=[m.FieldCondition(key="collection", match=m.MatchAny(any=[collection]))])
-        found: set[str] = set()
-        offset = None
         with _store_errors("list lexical chunk ids", collection=self.collection_name):
-            client = self._live()
-            while True:
-                records, offset = client.scroll(
-                    self.collection_name,
-                    scroll_filter=flt,
-                    limit=_SCROLL_PAGE,
-                    offset=offset,
-                    with_payload=["chunk_id"],
-                    with_vectors=False,
-                )
-                found.update(str(r.payload["chunk_id"]) for r in records if r.payload)
-                if offset is None:
-                    return found
+            return scroll_chunk_ids(self._live(), self.collection_name, flt)
 
     def count(self) -> int:
         """Number of committed chunks."""

@@ -27,6 +27,26 @@ FILTER_FIELDS = ("collection", "document_id")
 
 _UPSERT_BATCH = 1024
 _SCROLL_PAGE = 1024
+
+
+def scroll_chunk_ids(client: Any, collection_name: str, flt: Any) -> set[str]:
+    """Every `chunk_id` payload in a qdrant-client collection (matching `flt`), page by page."""
+    found: set[str] = set()
+    offset = None
+    while True:
+        records, offset = client.scroll(
+            collection_name,
+            scroll_filter=flt,
+            limit=_SCROLL_PAGE,
+            offset=offset,
+            with_payload=["chunk_id"],
+            with_vectors=False,
+        )
+        found.update(str(r.payload["chunk_id"]) for r in records if r.payload)
+        if offset is None:
+            return found
+
+
 _REINDEX_HINT = "run `kag reindex` to rebuild the vector index from the ledger"
 
 
@@ -435,22 +455,8 @@ class QdrantClientVectorIndex:
     def chunk_ids(self, collection: str | None = None) -> set[str]:
         """Every chunk id stored (optionally of one collection), for `kag doctor`."""
         flt = self._models.Filter(must=[self._match("collection", [collection])]) if collection is not None else None
-        found: set[str] = set()
-        offset = None
         with _store_errors("list vector chunk ids", collection=self.collection_name):
-            client = self._live()
-            while True:
-                records, offset = client.scroll(
-                    self.collection_name,
-                    scroll_filter=flt,
-                    limit=_SCROLL_PAGE,
-                    offset=offset,
-                    with_payload=["chunk_id"],
-                    with_vectors=False,
-                )
-                found.update(str(r.payload["chunk_id"]) for r in records if r.payload)
-                if offset is None:
-                    return found
+            return scroll_chunk_ids(self._live(), self.collection_name, flt)
 
     def count(self) -> int:
         with _store_errors("count vectors", collection=self.collection_name):
