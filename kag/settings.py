@@ -230,8 +230,9 @@ class Settings(BaseSettings):
     graph_cache_max_elements: int = Field(
         2_000_000,
         ge=0,
-        description="Most nodes + edges of knowledge graphs kept in memory; least recently used collections are "
-        "evicted and reloaded from the ledger on demand (0 = keep none).",
+        description="Most entities + linked entity pairs of knowledge graphs kept in memory for retrieval (a few "
+        "hundred bytes per entity, 24 per link); least recently used collections are evicted and reloaded "
+        "from the ledger on demand (0 = keep none).",
     )
     graph_cache_check_seconds: float = Field(
         5.0,

@@ -7,7 +7,7 @@ import math
 import threading
 import weakref
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from kag.ledger import Ledger
 from kag.models.embedder import Embedder
 from kag.records import ChunkDraft, EntityRecord, GraphExtraction, ScoredChunk, SearchHit
 from kag.stores.base import FullTextIndex, VectorIndex
-from kag.stores.graph import GraphCache
+from kag.stores.graph import GraphCache, LinkGraph
 
 
 @runtime_checkable
@@ -62,45 +62,32 @@ class LexicalRetriever:
 
 
 class _NodeIndex:
-    """Lookup tables over one loaded graph, built once per graph object: normalized key -> nodes, key
-    token -> nodes, mention counts; each node's strongest links and name vector are cached on first use."""
+    """Lookup tables over one loaded link graph, built once per graph object: normalized key -> nodes,
+    key token -> nodes; each node's name vector is cached on first use."""
 
-    def __init__(self, graph: Any) -> None:
+    def __init__(self, graph: LinkGraph) -> None:
         self.graph = graph
         self.by_key: dict[str, list[str]] = {}
         self.by_token: dict[str, list[str]] = {}
-        self.names: dict[str, str] = {}
-        self.mentions: dict[str, int] = {}
-        for node, data in graph.nodes(data=True):
-            key = str(data.get("key") or "")
+        self.names: dict[str, str] = dict(zip(graph.ids, graph.names, strict=True))
+        for node, key in zip(graph.ids, graph.keys, strict=True):
             self.by_key.setdefault(key, []).append(node)
-            self.names[node] = str(data.get("name") or key)
-            self.mentions[node] = int(data.get("mentions") or 0)
             for token in set(key.split()):
                 self.by_token.setdefault(token, []).append(node)
-        self.total_mentions = sum(self.mentions.values())
-        self._links: dict[tuple[str, int], list[tuple[str, float]]] = {}
+        self.total_mentions = int(graph.mentions.sum())
         self.vectors: dict[str, np.ndarray] = {}
         self.lock = threading.Lock()
 
+    def mentions(self, node: str) -> int:
+        return self.graph.mention_count(node)
+
     def idf(self, node: str) -> float:
         """Inverse mention frequency: an entity mentioned everywhere says little about any one chunk."""
-        return math.log(1.0 + self.total_mentions / (1.0 + self.mentions.get(node, 0)))
+        return math.log(1.0 + self.total_mentions / (1.0 + self.mentions(node)))
 
     def strongest_links(self, node: str, limit: int) -> list[tuple[str, float]]:
         """The node's `limit` strongest neighbours (edges in both directions, parallel edges by their best)."""
-        cached = self._links.get((node, limit))
-        if cached is None:
-            links: dict[str, float] = {}
-            for adjacency in (self.graph.succ[node], self.graph.pred[node]):
-                for neighbor, edges in adjacency.items():
-                    if neighbor != node:
-                        strength = max(float(a.get("strength", 0.0)) for a in edges.values())
-                        if strength > links.get(neighbor, 0.0):
-                            links[neighbor] = strength
-            cached = heapq.nlargest(limit, links.items(), key=lambda kv: (kv[1], kv[0]))
-            self._links[(node, limit)] = cached
-        return cached
+        return self.graph.strongest_links(node, limit)
 
     def expand(self, seeds: set[str], hops: int, limit: int, hop_decay: float = 0.5) -> dict[str, float]:
         """Like `neighbors_within`, over each node's `limit` strongest links: seeds score 1.0, a path scores
@@ -157,17 +144,17 @@ class GraphRetriever:
         self.max_neighbors = max_neighbors
         self.max_entities = max_entities
         self.max_mentions = max_mentions
-        self._indexes: weakref.WeakKeyDictionary[Any, _NodeIndex] = weakref.WeakKeyDictionary()
+        self._indexes: weakref.WeakKeyDictionary[LinkGraph, _NodeIndex] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
-    def _index(self, graph: Any) -> _NodeIndex:
+    def _index(self, graph: LinkGraph) -> _NodeIndex:
         with self._lock:
             index = self._indexes.get(graph)
             if index is None:
                 index = self._indexes[graph] = _NodeIndex(graph)
             return index
 
-    def link(self, graph: Any, entities: Sequence[EntityRecord]) -> set[str]:
+    def link(self, graph: LinkGraph, entities: Sequence[EntityRecord]) -> set[str]:
         """Graph nodes for the query's entities: exact normalized match, then embedding similarity."""
         index = self._index(graph)
         seeds: set[str] = set()
@@ -189,7 +176,7 @@ class GraphRetriever:
                 continue
             # most words in common first, then the most mentioned: a bounded number of embeddings
             candidates = heapq.nlargest(
-                self.max_link_candidates, shared, key=lambda n: (shared[n], index.mentions.get(n, 0), n)
+                self.max_link_candidates, shared, key=lambda n: (shared[n], index.mentions(n), n)
             )
             with index.lock:
                 missing = [n for n in candidates if n not in index.vectors]
@@ -215,7 +202,7 @@ class GraphRetriever:
             index = self._index(graph)
             seeds = self.link(graph, found.entities)
             for entity, score in index.expand(seeds, self.hops, self.max_neighbors).items():
-                if index.mentions.get(entity, 0) <= self.max_mentions:
+                if index.mentions(entity) <= self.max_mentions:
                     weights[entity] = max(weights.get(entity, 0.0), score * index.idf(entity))
         top = heapq.nlargest(self.max_entities, weights.items(), key=lambda kv: (kv[1], kv[0]))
         chosen = dict(top)

@@ -242,6 +242,18 @@ def bench_scale(work: Path, scifact: Path, target_chunks: int, base_docs: int, q
         rt.stores.vectors.optimize()
         log(f"scale: {written} chunks in every store after {time.perf_counter() - t1:.0f}s")
 
+        import resource
+
+        entities, relations = ledger.graph_counts("bench")
+        t = time.perf_counter()
+        links = rt.graph_cache.get("bench")
+        load_s = time.perf_counter() - t
+        graph_line = (
+            f"Graph: {entities} entities, {relations} relations, {links.number_of_edges()} linked pairs; the "
+            f"retrieval view loads in {load_s:.1f} s (once, then cached); peak RSS of the benchmark "
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.1f} GiB."
+        )
+        log(graph_line)
         hybrid = rt.retriever("hybrid")
         assert set(hybrid.retrievers) == {"dense", "lexical", "graph"}, hybrid.retrievers
         clock: dict[str, list[float]] = {name: [] for name in hybrid.retrievers}
@@ -276,6 +288,7 @@ def bench_scale(work: Path, scifact: Path, target_chunks: int, base_docs: int, q
             f"### Hybrid retrieval at {written} chunks ({len(base)} SciFact abstracts x {copies} copies, "
             f"{len(fused_ms)} SciFact queries, top-10, no rerank; Qdrant Edge + Tantivy + graph over SQLite)\n\n"
             + table(["stage", "p50 ms", "p95 ms", "p99 ms"], table_rows)
+            + f"\n\n{graph_line}"
         )
     finally:
         rt.close()

@@ -218,6 +218,7 @@ class Ledger:
     ) -> DocumentWrite:
         """Write a new version of a document, its chunks and its graph in one transaction, status `indexing`."""
         doc_id = ids.document_id(collection, source_uri)
+        replaced: set[str] = set()
         with self.session() as s:
             row = s.get(DocumentRow, doc_id)
             if row is None:
@@ -226,7 +227,7 @@ class Ledger:
                 s.add(row)
             else:
                 version = row.version + 1
-                self._delete_document_children(s, doc_id)
+                replaced = self._delete_document_children(s, doc_id)
             row.sha256, row.mime_type, row.title, row.text = sha256, mime_type, title, text
             row.size_bytes, row.meta, row.version = size_bytes, metadata, version
             row.status, row.updated_at = DocumentStatus.INDEXING, utcnow()
@@ -249,7 +250,9 @@ class Ledger:
                 for cid, c in zip(chunk_ids, chunks, strict=True)
             )
             s.flush()
-            self._write_graph(s, collection, doc_id, chunk_ids, graph)
+            written = self._write_graph(s, collection, doc_id, chunk_ids, graph)
+            # entities only the old version mentioned, in the same transaction: a crash leaves none behind
+            self._delete_orphan_entities(s, collection, replaced - written)
         indexed = tuple(
             IndexedChunk(chunk_id=cid, document_id=doc_id, collection=collection, text=c.text, title=title)
             for cid, c in zip(chunk_ids, chunks, strict=True)
@@ -258,9 +261,10 @@ class Ledger:
 
     def _write_graph(
         self, s: Session, collection: str, doc_id: str, chunk_ids: Sequence[str], graph: GraphExtraction
-    ) -> None:
+    ) -> set[str]:
+        """Insert the document's entities (if new), mentions and relations; the ids of the entities it mentions."""
         if not graph.entities:
-            return
+            return set()
         entity_ids = {e.key: ids.entity_id(collection, e.key) for e in graph.entities}
         values = [
             {"id": entity_ids[e.key], "collection": collection, "key": e.key, "name": e.name, "label": e.label}
@@ -308,31 +312,44 @@ class Ledger:
             )
         if relations:
             s.execute(insert(RelationRow), list(relations.values()))
+        mentioned = {entity_ids[m.entity_key] for m in graph.mentions if m.entity_key in entity_ids}
+        # an entity the extractor named but nothing mentions would be an orphan from the start
+        self._delete_orphan_entities(s, collection, set(entity_ids.values()) - mentioned)
+        return mentioned
 
     @staticmethod
-    def _delete_document_children(s: Session, doc_id: str) -> None:
+    def _delete_document_children(s: Session, doc_id: str) -> set[str]:
+        """Delete a document's relations, mentions and chunks; the ids of the entities it mentioned."""
+        mentioned = set(s.scalars(select(MentionRow.entity_id).where(MentionRow.document_id == doc_id).distinct()))
         s.execute(delete(RelationRow).where(RelationRow.document_id == doc_id))
         s.execute(delete(MentionRow).where(MentionRow.document_id == doc_id))
         s.execute(delete(ChunkRow).where(ChunkRow.document_id == doc_id))
+        return mentioned
 
     @staticmethod
-    def _delete_orphan_entities(s: Session, collection: str) -> None:
-        mentioned = select(MentionRow.entity_id)
-        s.execute(delete(EntityRow).where(EntityRow.collection == collection, EntityRow.id.not_in(mentioned)))
+    def _delete_orphan_entities(s: Session, collection: str, entity_ids: Collection[str]) -> None:
+        """Delete those of `entity_ids` in the collection that no chunk mentions any more.
+
+        Callers pass the entities whose mentions they just removed, so the cost follows the document,
+        not the collection (a collection-wide sweep scanned every mention of every document)."""
+        unmentioned = ~select(MentionRow.id).where(MentionRow.entity_id == EntityRow.id).exists()
+        query = delete(EntityRow).where(EntityRow.collection == collection, unmentioned)
+        ordered = sorted(entity_ids)
+        for start in range(0, len(ordered), 1000):
+            s.execute(
+                query.where(EntityRow.id.in_(ordered[start : start + 1000])),
+                execution_options={"synchronize_session": False},
+            )
 
     def mark_indexed(self, document_ids: Sequence[str]) -> None:
-        """Flip documents to `indexed` once every index holds them; drop entities nothing mentions."""
+        """Flip documents to `indexed` once every index holds them (orphan entities go with the writes that
+        orphan them, in `write_document` and `delete_document`)."""
         if not document_ids:
             return
         with self.session() as s:
             s.execute(
                 update(DocumentRow).where(DocumentRow.id.in_(list(document_ids))).values(status=DocumentStatus.INDEXED)
             )
-            collections = s.scalars(
-                select(DocumentRow.collection).where(DocumentRow.id.in_(list(document_ids))).distinct()
-            )
-            for collection in list(collections):
-                self._delete_orphan_entities(s, collection)
 
     def mark_deleting(self, document_id: str) -> None:
         with self.session() as s:
@@ -344,10 +361,10 @@ class Ledger:
             row = s.get(DocumentRow, document_id)
             if row is None:
                 return
-            self._delete_document_children(s, document_id)
+            mentioned = self._delete_document_children(s, document_id)
             s.delete(row)
             s.flush()
-            self._delete_orphan_entities(s, row.collection)
+            self._delete_orphan_entities(s, row.collection, mentioned)
 
     # --- chunks --------------------------------------------------------------------------
     def chunk_ids(self, collection: str | None = None) -> set[str]:
@@ -413,6 +430,30 @@ class Ledger:
                 ).where(RelationRow.collection == collection)
             ).all()
         return [tuple(e) for e in entities], [tuple(r) for r in relations]
+
+    def graph_links(self, collection: str) -> tuple[list[Any], list[Any]]:
+        """(entities with mention counts, links) of one collection, where a link is (source id, target id,
+        strongest strength) over all relations between the two: what retrieval needs, aggregated by the
+        database instead of shipping every relation row (a corpus repeats the same pairs many times)."""
+        with self.session() as s:
+            counts = (
+                select(MentionRow.entity_id, func.count().label("n"))
+                .join(EntityRow, EntityRow.id == MentionRow.entity_id)
+                .where(EntityRow.collection == collection)
+                .group_by(MentionRow.entity_id)
+                .subquery()
+            )
+            entities = s.execute(
+                select(EntityRow.id, EntityRow.key, EntityRow.name, EntityRow.label, func.coalesce(counts.c.n, 0))
+                .outerjoin(counts, counts.c.entity_id == EntityRow.id)
+                .where(EntityRow.collection == collection)
+            ).all()
+            links = s.execute(
+                select(RelationRow.source_id, RelationRow.target_id, func.max(RelationRow.strength))
+                .where(RelationRow.collection == collection)
+                .group_by(RelationRow.source_id, RelationRow.target_id)
+            ).all()
+        return [tuple(e) for e in entities], [tuple(r) for r in links]
 
     def mentions_of(
         self, entity_ids: Sequence[str], collections: Sequence[str], document_ids: Collection[str] | None = None

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
+import numpy as np
 
 log = logging.getLogger("kag.graph")
 
@@ -148,23 +149,125 @@ def load_graph(ledger: Any, collection: str) -> nx.MultiDiGraph:
     return build_graph(entities, relations)
 
 
+class LinkGraph:
+    """A compact, read-only view of one collection's graph, for retrieval: every entity, and for each
+    its neighbours over relations in either direction, parallel relations collapsed to the strongest,
+    sorted strongest first (ties: larger entity id first) in CSR arrays.
+
+    A link costs 24 bytes here (both directions) against about 1 KB for a networkx edge with attributes, and the
+    database aggregates parallel relations before they reach Python, so a collection whose
+    MultiDiGraph would not fit in memory still does (`kag doctor` builds the full graph; retrieval
+    never needs relation ids or evidence).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_indices",
+        "_indptr",
+        "_strengths",
+        "ids",
+        "keys",
+        "labels",
+        "mentions",
+        "names",
+        "position",
+    )
+
+    def __init__(self, entities: Iterable[Any], links: Iterable[tuple[str, str, float]]) -> None:
+        nodes = sorted((_coerce(row, GraphNode) for row in entities), key=lambda n: n.entity_id)
+        self.ids: list[str] = [n.entity_id for n in nodes]
+        self.keys: list[str] = [n.key for n in nodes]
+        self.names: list[str] = [n.name or n.key for n in nodes]
+        self.labels: list[str] = [n.label for n in nodes]
+        self.mentions = np.fromiter((int(n.mention_count or 0) for n in nodes), dtype=np.int64, count=len(nodes))
+        self.position: dict[str, int] = {e: i for i, e in enumerate(self.ids)}
+        src, dst, strength = [], [], []
+        for source, target, value in links:
+            a, b = self.position.get(source), self.position.get(target)
+            if a is None or b is None or a == b:
+                continue  # an entity outside this collection (or deleted meanwhile), or a self-loop
+            src.append(a)
+            dst.append(b)
+            strength.append(float(value))
+        rows = np.asarray(src + dst, dtype=np.int32)
+        cols = np.asarray(dst + src, dtype=np.int32)
+        values = np.asarray(strength + strength, dtype=np.float64)
+        # keep each (row, col) once, by its strongest value: sort so it comes first, then drop the rest
+        order = np.lexsort((-values, cols, rows))
+        rows, cols, values = rows[order], cols[order], values[order]
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+        rows, cols, values = rows[first], cols[first], values[first]
+        # then each row strongest first, ties by the larger id (positions follow sorted ids)
+        order = np.lexsort((-cols, -values, rows))
+        self._indices, self._strengths = cols[order], values[order]
+        self._indptr = np.zeros(len(self.ids) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(self.ids)), out=self._indptr[1:])
+
+    @classmethod
+    def from_graph(cls, graph: nx.MultiDiGraph) -> LinkGraph:
+        """The link view of a networkx graph built by `build_graph`."""
+        entities = [
+            GraphNode(
+                n, str(d.get("key") or ""), str(d.get("name") or ""), str(d.get("label") or ""), d.get("mentions", 0)
+            )
+            for n, d in graph.nodes(data=True)
+        ]
+        links = [(u, v, float(d.get("strength", 0.0))) for u, v, d in graph.edges(data=True)]
+        return cls(entities, links)
+
+    def __contains__(self, entity_id: object) -> bool:
+        return entity_id in self.position
+
+    def number_of_nodes(self) -> int:
+        return len(self.ids)
+
+    def number_of_edges(self) -> int:
+        """Linked pairs of entities (each pair once, however many relations join it)."""
+        return len(self._indices) // 2
+
+    def mention_count(self, entity_id: str) -> int:
+        i = self.position.get(entity_id)
+        return 0 if i is None else int(self.mentions[i])
+
+    def strongest_links(self, entity_id: str, limit: int | None = None) -> list[tuple[str, float]]:
+        """The entity's neighbours with the strength of their strongest relation, strongest first."""
+        i = self.position.get(entity_id)
+        if i is None:
+            return []
+        start, end = int(self._indptr[i]), int(self._indptr[i + 1])
+        if limit is not None:
+            end = min(end, start + max(limit, 0))
+        ids = self.ids
+        return list(
+            zip([ids[j] for j in self._indices[start:end].tolist()], self._strengths[start:end].tolist(), strict=True)
+        )
+
+
+def load_links(ledger: Any, collection: str) -> LinkGraph:
+    """One collection's link view from the ledger, parallel relations aggregated in SQL."""
+    entities, links = ledger.graph_links(collection)
+    return LinkGraph(entities, links)
+
+
 @dataclass(slots=True)
 class _CachedGraph:
-    graph: nx.MultiDiGraph
+    graph: LinkGraph
     stamp: Any
     elements: int
     checked_at: float
 
 
 class GraphCache:
-    """Per-collection graphs loaded from the ledger on demand, within a memory cap, least recently used
-    evicted first.
+    """Per-collection link graphs (`LinkGraph`) loaded from the ledger on demand, within a memory cap,
+    least recently used evicted first.
 
-    The cap counts nodes + edges (networkx holds about 1 KB per element with our attributes, so
-    the default 2,000,000 is roughly 2 GB). A cached graph is reused while the ledger's stamp of
-    its collection (document count and latest update) is unchanged, so writes from any process,
-    another API replica or a Ray ingestion driver, are seen within `check_seconds`; writes through
-    this process can `invalidate` at once. A graph larger than the whole cap is served but not kept.
+    The cap counts entities + linked pairs. An entity costs a few hundred bytes (its id, key and name
+    strings and the retriever's lookup tables), a link 24, so the default 2,000,000 stays well under
+    1 GB. A cached graph is reused while the ledger's stamp of its collection (document count and
+    latest update) is unchanged, so writes from any process, another API replica or a Ray ingestion
+    driver, are seen within `check_seconds`; writes through this process can `invalidate` at once.
+    A graph larger than the whole cap is served but not kept.
     """
 
     def __init__(self, ledger: Any, *, max_elements: int = 2_000_000, check_seconds: float = 5.0) -> None:
@@ -178,7 +281,7 @@ class GraphCache:
         self.loads = 0
         self.evictions = 0
 
-    def get(self, collection: str) -> nx.MultiDiGraph:
+    def get(self, collection: str) -> LinkGraph:
         """The collection's graph, from memory when it is still current, else reloaded from the ledger."""
         now = time.monotonic()
         with self._lock:
@@ -192,7 +295,7 @@ class GraphCache:
             entry.checked_at = now
             return entry.graph
         # read the stamp before the rows: a write in between makes the next check reload again
-        graph = load_graph(self.ledger, collection)
+        graph = load_links(self.ledger, collection)
         elements = graph.number_of_nodes() + graph.number_of_edges()
         with self._lock:
             self.loads += 1

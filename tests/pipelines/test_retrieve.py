@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from kag.records import EntityRecord, GraphExtraction, ScoredChunk
-from kag.stores.graph import GraphEdge, GraphNode, build_graph, neighbors_within
+from kag.stores.graph import GraphEdge, GraphNode, LinkGraph, build_graph, neighbors_within
 from pipelines.retrieve import GraphRetriever, HybridRetriever, _NodeIndex, reciprocal_rank_fusion
 
 
 def graph_of(*names: str) -> Any:
-    return build_graph([GraphNode(f"e{i}", n.lower(), n, "ORG") for i, n in enumerate(names)], [])
+    return LinkGraph([GraphNode(f"e{i}", n.lower(), n, "ORG") for i, n in enumerate(names)], [])
 
 
 def entity(name: str) -> EntityRecord:
@@ -83,7 +83,7 @@ def test_hybrid_passes_scope_depth_and_filters_and_skips_zero_weight() -> None:
 # --- the graph retriever: expansion, weighting and its bounds ---------------------------------
 
 
-def star_graph() -> Any:
+def build_star_graph() -> Any:
     #  hub --0.9--> s1, --0.8--> s2, --0.7--> s3, --0.6--> s4;  s1 --0.9--> far;  rare, common unlinked
     nodes = [GraphNode("hub", "hub", "Hub", "ORG", 2)]
     nodes += [GraphNode(f"s{i}", f"s{i}", f"S{i}", "ORG", 2) for i in range(1, 5)]
@@ -93,9 +93,13 @@ def star_graph() -> Any:
     return build_graph(nodes, edges)
 
 
+def star_graph() -> LinkGraph:
+    return LinkGraph.from_graph(build_star_graph())
+
+
 def test_expansion_matches_neighbors_within_when_unbounded() -> None:
-    graph = star_graph()
-    assert _NodeIndex(graph).expand({"hub"}, hops=2, limit=100) == pytest.approx(
+    graph = build_star_graph()
+    assert _NodeIndex(LinkGraph.from_graph(graph)).expand({"hub"}, hops=2, limit=100) == pytest.approx(
         neighbors_within(graph, ["hub"], hops=2)
     )
 

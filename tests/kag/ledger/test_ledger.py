@@ -91,6 +91,51 @@ def test_new_version_replaces_chunks_and_keeps_document_id(ledger_url: str) -> N
     ledger.close()
 
 
+def test_entities_only_an_old_version_mentioned_go_with_it_and_shared_ones_stay(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    first = _write(ledger)
+    ledger.ensure_collection("hr")
+    other = ledger.write_document(  # a second document that also mentions Redis
+        collection="hr",
+        source_uri="/docs/b.md",
+        sha256="c" * 64,
+        mime_type="text/plain",
+        title="B",
+        text="Redis.",
+        size_bytes=6,
+        metadata={},
+        chunks=[ChunkDraft(0, "Redis.", 0, 6, 2)],
+        graph=GraphExtraction(
+            entities=(EntityRecord("redis", "Redis", "PRODUCT"),), mentions=(MentionRecord("redis", 0, 0, 5),)
+        ),
+    )
+    # the new version of a.md mentions only Kafka; "ghost" is named by the extractor but never mentioned
+    ledger.write_document(
+        collection="hr",
+        source_uri="/docs/a.md",
+        sha256="d" * 64,
+        mime_type="text/plain",
+        title="A",
+        text="Kafka.",
+        size_bytes=6,
+        metadata={},
+        chunks=[ChunkDraft(0, "Kafka.", 0, 6, 2)],
+        graph=GraphExtraction(
+            entities=(EntityRecord("kafka", "Kafka", "PRODUCT"), EntityRecord("ghost", "Ghost", "ORG")),
+            mentions=(MentionRecord("kafka", 0, 0, 5),),
+        ),
+    )
+    with ledger.session() as s:
+        keys = set(s.scalars(select(EntityRow.key)))
+    # atlas went with a.md's old version, in the same transaction (no mark_indexed needed); redis is
+    # still mentioned by b.md; ghost never landed
+    assert keys == {"redis", "kafka"}
+    ledger.delete_document(first.document_id)
+    ledger.delete_document(other.document_id)
+    assert _count(ledger, EntityRow) == 0 and _count(ledger, MentionRow) == 0
+    ledger.close()
+
+
 def test_delete_document_leaves_nothing_behind(ledger_url: str) -> None:
     ledger = Ledger(ledger_url)
     write = _write(ledger)

@@ -1,4 +1,4 @@
-"""build_graph and neighbors_within on a handmade graph."""
+"""build_graph, neighbors_within and the LinkGraph retrieval view on handmade graphs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 import networkx as nx
 import pytest
 
-from kag.stores.graph import RELATION_GROUPS, RELATION_TYPES, GraphEdge, GraphNode, build_graph, neighbors_within
+from kag.stores.graph import (
+    RELATION_GROUPS,
+    RELATION_TYPES,
+    GraphEdge,
+    GraphNode,
+    LinkGraph,
+    build_graph,
+    neighbors_within,
+)
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -100,3 +108,40 @@ def test_neighbors_within_min_strength_and_edge_cases() -> None:
     assert both["c"] == pytest.approx(0.9) and both["a"] == both["d"] == 1.0
     with pytest.raises(ValueError):
         neighbors_within(graph, ["a"], hops=-1)
+
+
+def test_link_graph_collapses_parallel_relations_to_the_strongest_in_both_directions() -> None:
+    nodes = [GraphNode(n, n, n.upper(), "KEYPHRASE", i) for i, n in enumerate("abcd")]
+    links = [
+        ("a", "b", 0.3),
+        ("b", "a", 0.7),  # the same pair the other way: one link, its strongest value
+        ("a", "b", 0.5),
+        ("a", "c", 0.7),  # ties with b: the larger id first
+        ("a", "a", 1.0),  # a self-loop links nothing
+        ("a", "zz", 1.0),  # an entity outside the collection (or deleted meanwhile)
+        ("c", "d", 0.2),
+    ]
+    graph = LinkGraph(nodes, links)
+    assert graph.number_of_nodes() == 4 and graph.number_of_edges() == 3
+    assert graph.strongest_links("a") == [("c", 0.7), ("b", 0.7)]
+    assert graph.strongest_links("b") == [("a", 0.7)]
+    assert graph.strongest_links("c") == [("a", 0.7), ("d", 0.2)]
+    assert graph.strongest_links("c", 1) == [("a", 0.7)] and graph.strongest_links("c", 0) == []
+    assert graph.strongest_links("zz") == [] and "zz" not in graph and "a" in graph
+    assert graph.mention_count("d") == 3 and graph.mention_count("zz") == 0
+    assert graph.names == ["A", "B", "C", "D"] and graph.keys == ["a", "b", "c", "d"]
+
+
+def test_link_graph_of_a_networkx_graph_has_its_strongest_links() -> None:
+    graph = chain_graph()
+    graph.add_edge("b", "a", key="r5", type="RelatedTo", strength=0.95)  # parallel to r1, stronger
+    links = LinkGraph.from_graph(graph)
+    assert links.number_of_nodes() == 5 and links.number_of_edges() == 4
+    for node in "abcde":
+        expected = sorted(neighbors_within(graph, [node], hops=1).items(), key=lambda kv: (-kv[1], kv[0]))
+        assert sorted(links.strongest_links(node), key=lambda kv: (-kv[1], kv[0])) == expected[1:]  # minus the seed
+
+
+def test_link_graph_of_nothing() -> None:
+    empty = LinkGraph([], [])
+    assert empty.number_of_nodes() == 0 and empty.number_of_edges() == 0 and empty.strongest_links("a") == []
