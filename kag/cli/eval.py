@@ -131,6 +131,13 @@ WorkDirOpt = Annotated[
 ]
 SplitOpt = Annotated[str, typer.Option(help="Qrels split: qrels/<split>.tsv.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit-queries", min=1, help="Evaluate the first N judged queries.")]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", help="Output folder (default eval-results/DATASET-SPLIT, -tune for tune, DATASET-answers for answers)."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON report to stdout.")]
 
 
 @eval_app.command("retrieval")
@@ -156,11 +163,9 @@ def retrieval_command(
         StatTest.student
     ),
     alpha: Annotated[float, typer.Option(min=0, max=1, help="Significance level marked in the table.")] = 0.05,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (default eval-results/DATASET-SPLIT).")
-    ] = None,
+    out_dir: OutOpt = None,
     work_dir: WorkDirOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report to stdout.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Retrieval metrics (nDCG@10, R@10, R@100, MRR@10, MAP), latency and significance per setup."""
     _handle(_retrieval)(**locals())
@@ -428,9 +433,7 @@ def tune_command(
     depth_graph: Annotated[str, typer.Option(help="Graph candidate depths.")] = "50",
     graph_hops: Annotated[str, typer.Option(help="Graph expansion hops.")] = "1,2",
     top: Annotated[int, typer.Option(min=1, help="Rows of the ranked table to print.")] = 15,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (default eval-results/DATASET-SPLIT-tune).")
-    ] = None,
+    out_dir: OutOpt = None,
     work_dir: WorkDirOpt = None,
 ) -> None:
     """Grid-search the query-time fusion settings on one split (tune on train, report on test)."""
@@ -568,11 +571,9 @@ def answers_command(
     sample: Annotated[int | None, typer.Option(min=1, help="Answer a random sample of N questions.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
     policy: Annotated[Policy | None, typer.Option(help="Verify policy (default KAG_VERIFY_POLICY).")] = None,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (default eval-results/DATASET-answers).")
-    ] = None,
+    out_dir: OutOpt = None,
     work_dir: WorkDirOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report to stdout.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Answer every question through the full pipeline: EM/F1, citations, support, abstention, latency."""
     _handle(_answers)(**locals())
