@@ -13,6 +13,7 @@ import numpy as np
 from kag.errors import ConfigurationError, MissingDependencyError, ModelLoadError
 from kag.models.embedder import Embedder
 from kag.records import SearchHit
+from kag.stores.base import VectorIndex
 
 
 @runtime_checkable
@@ -133,20 +134,35 @@ def mmr(
 
 
 class RerankStage:
-    """Scorer -> overlap dedupe -> MMR; the composed rerank step of the answer pipeline."""
+    """Scorer -> overlap dedupe -> MMR; the composed rerank step of the answer pipeline.
 
-    def __init__(self, reranker: Reranker, embedder: Embedder | None = None, *, mmr_lambda: float = 0.7) -> None:
+    MMR compares chunks by the vectors the vector index already stores (`vectors`), so only the
+    query is embedded here; a chunk the index does not hold (or no index at all) is embedded."""
+
+    def __init__(
+        self,
+        reranker: Reranker,
+        embedder: Embedder | None = None,
+        *,
+        mmr_lambda: float = 0.7,
+        vectors: VectorIndex | None = None,
+    ) -> None:
         self.reranker = reranker
         self.embedder = embedder
         self.mmr_lambda = mmr_lambda
+        self.vectors = vectors
         self._lock = threading.Lock()
 
     def run(self, query: str, hits: Sequence[SearchHit], k: int) -> list[SearchHit]:
         ranked = dedupe_overlapping(self.reranker.rerank(query, hits))
         if self.embedder is None or self.mmr_lambda >= 1.0 or len(ranked) <= 1:
             return ranked[:k]
-        vectors = self.embedder.embed([query] + [h.text for h in ranked])
-        return mmr(ranked, vectors[1:], vectors[0], k, self.mmr_lambda)
+        stored = self.vectors.vectors([h.chunk_id for h in ranked]) if self.vectors is not None else {}
+        missing = [h for h in ranked if h.chunk_id not in stored]
+        embedded = self.embedder.embed([query] + [h.text for h in missing])
+        stored.update(zip([h.chunk_id for h in missing], embedded[1:], strict=True))
+        matrix = np.stack([stored[h.chunk_id] for h in ranked])
+        return mmr(ranked, matrix, embedded[0], k, self.mmr_lambda)
 
 
 def make_reranker(

@@ -233,7 +233,7 @@ class Runtime:
         return AnswerPipeline(
             ledger=self.stores.ledger,
             retriever=retriever,
-            rerank=RerankStage(reranker, self.embedder, mmr_lambda=s.mmr_lambda),
+            rerank=RerankStage(reranker, self.embedder, mmr_lambda=s.mmr_lambda, vectors=self.stores.vectors),
             generator=self.generator,
             verifiers=self.verifier,
             audit=AuditLog(self.stores.ledger),

@@ -26,6 +26,9 @@ class VectorIndex(Protocol):
     ) -> list[ScoredChunk]:
         """Top-k by cosine similarity among points whose collection is in `collections`."""
 
+    def vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored (normalized) vectors of these chunks, by chunk id; ids not stored are left out."""
+
     def delete_chunks(self, chunk_ids: Sequence[str]) -> None: ...
 
     def delete_documents(self, document_ids: Sequence[str]) -> None: ...

@@ -94,6 +94,18 @@ def _payload(chunk: IndexedChunk) -> dict[str, str]:
     return {"collection": chunk.collection, "document_id": chunk.document_id, "chunk_id": chunk.chunk_id}
 
 
+def _stored_vectors(records: Sequence[Any]) -> dict[str, np.ndarray]:
+    """chunk id -> vector of retrieved points (named vector `VECTOR_NAME`), normalized."""
+    found: dict[str, np.ndarray] = {}
+    for record in records:
+        vector = record.vector.get(VECTOR_NAME) if isinstance(record.vector, dict) else record.vector
+        if record.payload and vector is not None:
+            v = np.asarray(vector, dtype=np.float32)
+            norm = float(np.linalg.norm(v))
+            found[str(record.payload["chunk_id"])] = v / norm if norm > 0 else v
+    return found
+
+
 def _hit(score: float, payload: dict[str, Any] | None) -> ScoredChunk:
     payload = payload or {}
     return ScoredChunk(
@@ -302,6 +314,14 @@ class EdgeVectorIndex:
             points = self._live().query(request)
         return [_hit(p.score, p.payload) for p in points]
 
+    def vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored (normalized) vectors of these chunks, by chunk id; ids not stored are left out."""
+        if not chunk_ids:
+            return {}
+        ids: list[Any] = [point_id(c) for c in dict.fromkeys(chunk_ids)]
+        with _store_errors("read stored vectors"):
+            return _stored_vectors(self._live().retrieve(ids, ["chunk_id"], [VECTOR_NAME]))
+
     def chunk_ids(self, collection: str | None = None) -> set[str]:
         """Every chunk id stored (optionally of one collection), for `kag doctor`."""
         q = self._q
@@ -451,6 +471,17 @@ class QdrantClientVectorIndex:
                 with_payload=True,
             )
         return [_hit(p.score, p.payload) for p in response.points]
+
+    def vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored (normalized) vectors of these chunks, by chunk id; ids not stored are left out."""
+        if not chunk_ids:
+            return {}
+        ids: list[Any] = [point_id(c) for c in dict.fromkeys(chunk_ids)]
+        with _store_errors("read stored vectors", collection=self.collection_name):
+            records = self._live().retrieve(
+                self.collection_name, ids, with_payload=["chunk_id"], with_vectors=[VECTOR_NAME]
+            )
+        return _stored_vectors(records)
 
     def chunk_ids(self, collection: str | None = None) -> set[str]:
         """Every chunk id stored (optionally of one collection), for `kag doctor`."""

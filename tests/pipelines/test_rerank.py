@@ -75,3 +75,29 @@ def test_rerank_stage_composes_scorer_dedupe_and_mmr(embedder) -> None:
     ]
     out = stage.run("paid time off and rate limits", hits, 2)
     assert [h.chunk_id for h in out] == ["a", "b"]
+
+
+def test_rerank_stage_compares_chunks_by_the_vectors_the_index_stores(embedder, tmp_path) -> None:
+    from kag.records import IndexedChunk
+    from kag.stores.vector import EdgeVectorIndex
+
+    texts = {
+        "a": "Employees accrue 1.5 days of paid time off per month.",
+        "b": "Paid time off requests go to the manager two weeks ahead.",
+        "c": "The Osprey gateway allows 900 requests per minute.",
+    }
+    hits = [hit(cid, text, doc=f"d-{cid}") for cid, text in texts.items()]
+    vectors = embedder.embed(list(texts.values()))
+    query = "How many days of paid time off do employees accrue per month?"
+    with EdgeVectorIndex(tmp_path / "qdrant", vectors.shape[1]) as index:
+        # the index holds a and c under each other's vectors: what is stored is what MMR must use
+        chunks = [IndexedChunk(cid, f"d-{cid}", "hr", text) for cid, text in texts.items()]
+        index.upsert(chunks, np.stack([vectors[2], vectors[1], vectors[0]]))
+        by_text = RerankStage(NoReranker(), embedder, mmr_lambda=0.99).run(query, hits, 3)
+        by_index = RerankStage(NoReranker(), embedder, mmr_lambda=0.99, vectors=index).run(query, hits, 3)
+        assert [h.chunk_id for h in by_text][0] == "a"
+        assert [h.chunk_id for h in by_index][0] == "c"  # stored under a's vector: the most relevant by the index
+        # a hit the index does not hold is embedded from its text instead of failing
+        extra = hit("z", "Unindexed note on paid time off carry-over.", doc="d-z")
+        both = RerankStage(NoReranker(), embedder, mmr_lambda=0.99, vectors=index).run(query, [*hits, extra], 4)
+        assert {h.chunk_id for h in both} == {"a", "b", "c", "z"}

@@ -94,6 +94,16 @@ def test_search_ranks_by_cosine_and_reports_where_hits_live(index: VectorIndex) 
     assert ids(index.search(unit(1), 2, ["A"])) == ["near", "mid"]
 
 
+def test_vectors_returns_what_was_stored_by_chunk_id(index: VectorIndex) -> None:
+    put(index, [(chunk("a"), unit(1)), (chunk("b", collection="B"), unit(1, 2))])
+    put(index, [(chunk("a"), unit(0, 1))])  # overwritten: the new vector is the one read back
+    found = index.vectors(["b", "a", "missing", "a"])
+    assert set(found) == {"a", "b"}  # an id that is not stored is left out, a repeated one read once
+    np.testing.assert_allclose(found["a"], unit(0, 1), atol=1e-6)
+    np.testing.assert_allclose(found["b"], unit(1, 2), atol=1e-6)
+    assert index.vectors([]) == {}
+
+
 def test_upserting_a_chunk_again_overwrites_its_single_point(index: VectorIndex) -> None:
     put(index, [(chunk("c1"), unit(1))])
     put(index, [(chunk("c1"), unit(0, 1))])
