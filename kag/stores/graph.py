@@ -266,8 +266,9 @@ class GraphCache:
     name strings and the retriever's lookup tables), a link 24 bytes; a graph shaped like SciFact's
     (8 links per entity) averages about 125 bytes per element, so the default 8,000,000 is about
     1 GB and holds the graph of a 100k-chunk corpus of that shape. A cached graph is reused while
-    the ledger's stamp of its collection (document count and latest update) is unchanged, so writes from any process, another API replica or a Ray ingestion
-    driver, are seen within `check_seconds`; writes through this process can `invalidate` at once.
+    the ledger's stamp of its collection (document count and latest update) is unchanged, so
+    writes from any process, another API replica or a Ray ingestion driver, are seen within
+    `check_seconds`; writes through this process can `invalidate` at once.
     A graph larger than the whole cap is served but not kept.
     """
 
