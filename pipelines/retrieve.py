@@ -116,13 +116,13 @@ class GraphRetriever:
     nodes whose names embed closest to it, among the nodes that share a word with it. Expansion follows
     each node's `max_neighbors` strongest relations for `hops` hops; a reached entity weighs its path
     score times its inverse mention frequency, the `max_entities` heaviest (each mentioned at most
-    `max_mentions` times) are looked up, and a chunk scores the summed weights of the entities it
-    mentions. Every step is bounded, so a query costs about the same on a graph of any size.
+    `max_mentions` times) are looked up in the graph's in-memory postings, and a chunk scores the
+    summed weights of the entities it mentions. Every step is bounded and none reads the database,
+    so a query costs about the same on a graph of any size.
     """
 
     def __init__(
         self,
-        ledger: Ledger,
         extractor: QueryEntityExtractor,
         graphs: GraphCache,
         *,
@@ -134,7 +134,6 @@ class GraphRetriever:
         max_entities: int = 64,
         max_mentions: int = 1000,
     ) -> None:
-        self.ledger = ledger
         self.extractor = extractor
         self.graphs = graphs
         self.hops = hops
@@ -167,25 +166,34 @@ class GraphRetriever:
                 unmatched.append(entity)
         if not unmatched or self.embedder is None:
             return seeds
+        shortlists = []
         for entity in unmatched:
             shared: dict[str, int] = {}
             for token in set(entity.key.split()):
                 for node in index.by_token.get(token, ()):
                     shared[node] = shared.get(node, 0) + 1
-            if not shared:
-                continue
-            # most words in common first, then the most mentioned: a bounded number of embeddings
-            candidates = heapq.nlargest(
-                self.max_link_candidates, shared, key=lambda n: (shared[n], index.mentions(n), n)
-            )
-            with index.lock:
-                missing = [n for n in candidates if n not in index.vectors]
-            vectors = self.embedder.embed([entity.name] + [index.names[n] for n in missing])
-            with index.lock:
-                index.vectors.update(zip(missing, vectors[1:], strict=True))
-                matrix = np.stack([index.vectors[n] for n in candidates])
-            similarity = matrix @ vectors[0]
-            seeds.update(n for n, sim in zip(candidates, similarity, strict=True) if sim >= self.link_threshold)
+            if shared:
+                # most words in common first, then the most mentioned: a bounded number of embeddings
+                shortlists.append(
+                    (
+                        entity,
+                        heapq.nlargest(
+                            self.max_link_candidates, shared, key=lambda n: (shared[n], index.mentions(n), n)
+                        ),
+                    )
+                )
+        if not shortlists:
+            return seeds
+        with index.lock:
+            missing = list(dict.fromkeys(n for _, nodes in shortlists for n in nodes if n not in index.vectors))
+        # one embedding call for every unmatched query entity and every candidate not seen before
+        vectors = self.embedder.embed([e.name for e, _ in shortlists] + [index.names[n] for n in missing])
+        with index.lock:
+            index.vectors.update(zip(missing, vectors[len(shortlists) :], strict=True))
+            matrices = [np.stack([index.vectors[n] for n in nodes]) for _, nodes in shortlists]
+        for (_, nodes), matrix, query_vector in zip(shortlists, matrices, vectors, strict=False):
+            similarity = matrix @ query_vector
+            seeds.update(n for n, sim in zip(nodes, similarity, strict=True) if sim >= self.link_threshold)
         return seeds
 
     def retrieve(
@@ -197,19 +205,22 @@ class GraphRetriever:
         if not found.entities:
             return []
         weights: dict[str, float] = {}
+        graphs: dict[str, LinkGraph] = {}
         for collection in sorted(collections):
-            graph = self.graphs.get(collection)
+            graph = graphs[collection] = self.graphs.get(collection)
             index = self._index(graph)
             seeds = self.link(graph, found.entities)
             for entity, score in index.expand(seeds, self.hops, self.max_neighbors).items():
                 if index.mentions(entity) <= self.max_mentions:
                     weights[entity] = max(weights.get(entity, 0.0), score * index.idf(entity))
-        top = heapq.nlargest(self.max_entities, weights.items(), key=lambda kv: (kv[1], kv[0]))
-        chosen = dict(top)
-        chunk_scores: dict[str, float] = {}
-        for entity, chunk in self.ledger.mentions_of(sorted(chosen), sorted(collections), document_ids):
-            chunk_scores[chunk] = chunk_scores.get(chunk, 0.0) + chosen[entity]
-        ranked = heapq.nlargest(k, chunk_scores.items(), key=lambda kv: (kv[1], kv[0]))
+        chosen = dict(heapq.nlargest(self.max_entities, weights.items(), key=lambda kv: (kv[1], kv[0])))
+        # the chunks that mention them, from each collection's postings in memory (entity ids are
+        # per collection, so each graph scores only its own)
+        scored: list[tuple[str, float]] = []
+        for graph in graphs.values():
+            own = {e: w for e, w in chosen.items() if e in graph}
+            scored.extend(graph.chunk_scores(own, k, document_ids))
+        ranked = heapq.nlargest(k, scored, key=lambda kv: (kv[1], kv[0]))
         return [ScoredChunk(chunk_id=c, score=s) for c, s in ranked]
 
 

@@ -498,7 +498,7 @@ def _tune(
             for hops in grid.graph_hops:
                 # as `Runtime.retriever` builds it: spaCy query entities, embedding-based linking
                 retrievers[f"graph@{hops}"] = GraphRetriever(
-                    rt.stores.ledger, rt.query_extractor, graphs, hops=hops, embedder=rt.embedder
+                    rt.query_extractor, graphs, hops=hops, embedder=rt.embedder
                 )
         with _progress("retrieving once per retriever") as bar:
             task = bar.add_task("collect", total=len(queries))

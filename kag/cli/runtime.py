@@ -151,9 +151,7 @@ class Runtime:
             return dense
         if mode == "lexical":
             return lexical
-        graph = GraphRetriever(
-            stores.ledger, self.query_extractor, self.graph_cache, hops=s.graph_hops, embedder=self.embedder
-        )
+        graph = GraphRetriever(self.query_extractor, self.graph_cache, hops=s.graph_hops, embedder=self.embedder)
         if mode == "graph":
             return graph
         return HybridRetriever(

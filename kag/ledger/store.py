@@ -431,10 +431,12 @@ class Ledger:
             ).all()
         return [tuple(e) for e in entities], [tuple(r) for r in relations]
 
-    def graph_links(self, collection: str) -> tuple[list[Any], list[Any]]:
-        """(entities with mention counts, links) of one collection, where a link is (source id, target id,
-        strongest strength) over all relations between the two: what retrieval needs, aggregated by the
-        database instead of shipping every relation row (a corpus repeats the same pairs many times)."""
+    def graph_links(self, collection: str) -> tuple[list[Any], list[Any], list[Any]]:
+        """(entities with mention counts, links, mentions) of one collection, for retrieval.
+
+        A link is (source id, target id, strongest strength) over all relations between the two,
+        aggregated by the database instead of shipping every relation row (a corpus repeats the
+        same pairs many times); a mention is (entity id, chunk id, document id)."""
         with self.session() as s:
             counts = (
                 select(MentionRow.entity_id, func.count().label("n"))
@@ -453,24 +455,12 @@ class Ledger:
                 .where(RelationRow.collection == collection)
                 .group_by(RelationRow.source_id, RelationRow.target_id)
             ).all()
-        return [tuple(e) for e in entities], [tuple(r) for r in links]
-
-    def mentions_of(
-        self, entity_ids: Sequence[str], collections: Sequence[str], document_ids: Collection[str] | None = None
-    ) -> list[tuple[str, str]]:
-        """(entity id, chunk id) pairs for entities, restricted to chunks in `collections` (and documents)."""
-        if not entity_ids or not collections:
-            return []
-        query = (
-            select(MentionRow.entity_id, MentionRow.chunk_id)
-            .join(ChunkRow, ChunkRow.id == MentionRow.chunk_id)
-            .where(MentionRow.entity_id.in_(list(entity_ids)), ChunkRow.collection.in_(list(collections)))
-        )
-        if document_ids is not None:
-            query = query.where(MentionRow.document_id.in_(list(document_ids)))
-        with self.session() as s:
-            rows = s.execute(query).all()
-        return [(r[0], r[1]) for r in rows]
+            mentions = s.execute(
+                select(MentionRow.entity_id, MentionRow.chunk_id, MentionRow.document_id)
+                .join(EntityRow, EntityRow.id == MentionRow.entity_id)
+                .where(EntityRow.collection == collection)
+            ).all()
+        return [tuple(e) for e in entities], [tuple(r) for r in links], [tuple(m) for m in mentions]
 
     def document_ids_matching(
         self,

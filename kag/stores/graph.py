@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from types import MappingProxyType
@@ -150,20 +151,25 @@ def load_graph(ledger: Any, collection: str) -> nx.MultiDiGraph:
 
 
 class LinkGraph:
-    """A compact, read-only view of one collection's graph, for retrieval: every entity, and for each
-    its neighbours over relations in either direction, parallel relations collapsed to the strongest,
-    sorted strongest first (ties: larger entity id first) in CSR arrays.
+    """A compact, read-only view of one collection's graph, for retrieval: every entity; for each its
+    neighbours over relations in either direction, parallel relations collapsed to the strongest,
+    sorted strongest first (ties: larger entity id first); and the chunks that mention it. All in
+    CSR arrays, so a graph query never goes back to the database.
 
-    A link costs 24 bytes here (both directions) against about 1 KB for a networkx edge with attributes, and the
-    database aggregates parallel relations before they reach Python, so a collection whose
-    MultiDiGraph would not fit in memory still does (`kag doctor` builds the full graph; retrieval
-    never needs relation ids or evidence).
+    A link costs 24 bytes here (both directions) against about 1 KB for a networkx edge with
+    attributes, a mention 4, and the database aggregates parallel relations before they reach
+    Python, so a collection whose MultiDiGraph would not fit in memory still does (`kag doctor`
+    builds the full graph; retrieval never needs relation ids or evidence).
     """
 
     __slots__ = (
         "__weakref__",
+        "_chunk_docs",
+        "_chunks",
         "_indices",
         "_indptr",
+        "_postings",
+        "_postings_ptr",
         "_strengths",
         "ids",
         "keys",
@@ -173,7 +179,12 @@ class LinkGraph:
         "position",
     )
 
-    def __init__(self, entities: Iterable[Any], links: Iterable[tuple[str, str, float]]) -> None:
+    def __init__(
+        self,
+        entities: Iterable[Any],
+        links: Iterable[tuple[str, str, float]],
+        mentions: Iterable[tuple[str, str, str]] = (),
+    ) -> None:
         nodes = sorted((_coerce(row, GraphNode) for row in entities), key=lambda n: n.entity_id)
         self.ids: list[str] = [n.entity_id for n in nodes]
         self.keys: list[str] = [n.key for n in nodes]
@@ -203,6 +214,60 @@ class LinkGraph:
         self._indices, self._strengths = cols[order], values[order]
         self._indptr = np.zeros(len(self.ids) + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=len(self.ids)), out=self._indptr[1:])
+        self._index_mentions(mentions)
+
+    def _index_mentions(self, mentions: Iterable[tuple[str, str, str]]) -> None:
+        """Postings: entity -> the chunks mentioning it (a chunk once per mention), and each chunk's document."""
+        chunk_position: dict[str, int] = {}
+        self._chunks: list[str] = []
+        self._chunk_docs: list[str] = []
+        owners, chunks = [], []
+        for entity_id, chunk_id, document_id in mentions:
+            e = self.position.get(entity_id)
+            if e is None:
+                continue
+            c = chunk_position.get(chunk_id)
+            if c is None:
+                c = chunk_position[chunk_id] = len(self._chunks)
+                self._chunks.append(chunk_id)
+                self._chunk_docs.append(document_id)
+            owners.append(e)
+            chunks.append(c)
+        owner = np.asarray(owners, dtype=np.int32)
+        order = np.argsort(owner, kind="stable")
+        self._postings = np.asarray(chunks, dtype=np.int32)[order]
+        self._postings_ptr = np.zeros(len(self.ids) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner, minlength=len(self.ids)), out=self._postings_ptr[1:])
+
+    def number_of_chunks(self) -> int:
+        """Chunks that mention any entity."""
+        return len(self._chunks)
+
+    def chunk_scores(
+        self, weights: Mapping[str, float], k: int, document_ids: Collection[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """The k chunks with the highest summed weight of the entities they mention (once per mention),
+        best first (ties: larger chunk id first); only chunks of `document_ids` when given."""
+        if k <= 0 or not weights:
+            return []
+        parts, values = [], []
+        for entity_id, weight in weights.items():
+            e = self.position.get(entity_id)
+            if e is not None:
+                postings = self._postings[self._postings_ptr[e] : self._postings_ptr[e + 1]]
+                parts.append(postings)
+                values.append(np.full(len(postings), weight, dtype=np.float64))
+        if not parts:
+            return []
+        chunks = np.concatenate(parts)
+        found, inverse = np.unique(chunks, return_inverse=True)
+        totals = np.bincount(inverse, weights=np.concatenate(values))
+        scored = [(self._chunks[c], float(t)) for c, t in zip(found.tolist(), totals.tolist(), strict=True)]
+        if document_ids is not None:
+            allowed = set(document_ids)
+            docs = self._chunk_docs
+            scored = [(cid, t) for (cid, t), c in zip(scored, found.tolist(), strict=True) if docs[c] in allowed]
+        return heapq.nlargest(k, scored, key=lambda kv: (kv[1], kv[0]))
 
     @classmethod
     def from_graph(cls, graph: nx.MultiDiGraph) -> LinkGraph:
@@ -246,8 +311,8 @@ class LinkGraph:
 
 def load_links(ledger: Any, collection: str) -> LinkGraph:
     """One collection's link view from the ledger, parallel relations aggregated in SQL."""
-    entities, links = ledger.graph_links(collection)
-    return LinkGraph(entities, links)
+    entities, links, mentions = ledger.graph_links(collection)
+    return LinkGraph(entities, links, mentions)
 
 
 @dataclass(slots=True)

@@ -22,13 +22,13 @@ def entity(name: str) -> EntityRecord:
 
 def test_linking_prefers_the_exact_normalized_key(embedder) -> None:
     graph = graph_of("Heron billing", "Heron")
-    retriever = GraphRetriever(None, None, None, embedder=embedder)  # type: ignore[arg-type]
+    retriever = GraphRetriever(None, None, embedder=embedder)  # type: ignore[arg-type]
     assert retriever.link(graph, [entity("Heron")]) == {"e1"}
 
 
 def test_linking_falls_back_to_embedding_similarity_among_nodes_sharing_a_word(embedder) -> None:
     graph = graph_of("Heron billing service", "billing address form", "Magpie broker")
-    retriever = GraphRetriever(None, None, None, embedder=embedder, link_threshold=0.8)  # type: ignore[arg-type]
+    retriever = GraphRetriever(None, None, embedder=embedder, link_threshold=0.8)  # type: ignore[arg-type]
     assert retriever.link(graph, [entity("Heron billing services")]) == {"e0"}
     # nothing shares a word with it: no embedding is computed and nothing links
     assert retriever.link(graph, [entity("Kestrel")]) == set()
@@ -36,7 +36,7 @@ def test_linking_falls_back_to_embedding_similarity_among_nodes_sharing_a_word(e
 
 def test_linking_without_an_embedder_is_exact_only() -> None:
     graph = graph_of("Heron billing service")
-    retriever = GraphRetriever(None, None, None)  # type: ignore[arg-type]
+    retriever = GraphRetriever(None, None)  # type: ignore[arg-type]
     assert retriever.link(graph, [entity("Heron billing services")]) == set()
 
 
@@ -93,8 +93,12 @@ def build_star_graph() -> Any:
     return build_graph(nodes, edges)
 
 
-def star_graph() -> LinkGraph:
-    return LinkGraph.from_graph(build_star_graph())
+def star_graph(mentions: list[tuple[str, str, str]] | None = None) -> LinkGraph:
+    """The star as a link view; `mentions` are (entity, chunk, document) rows."""
+    graph = build_star_graph()
+    nodes = [GraphNode(n, d["key"], d["name"], d["label"], d["mentions"]) for n, d in graph.nodes(data=True)]
+    links = [(u, v, d["strength"]) for u, v, d in graph.edges(data=True)]
+    return LinkGraph(nodes, links, mentions or [])
 
 
 def test_expansion_matches_neighbors_within_when_unbounded() -> None:
@@ -128,53 +132,63 @@ class Entities:
 
 
 class Graphs:
-    def __init__(self, graph: Any) -> None:
-        self.graph = graph
+    """The GraphCache protocol: one collection's link view, recording which collections were asked for."""
 
-    def get(self, collection: str) -> Any:
+    def __init__(self, graph: LinkGraph) -> None:
+        self.graph = graph
+        self.asked: list[str] = []
+
+    def get(self, collection: str) -> LinkGraph:
+        self.asked.append(collection)
         return self.graph
 
 
-class Mentions:
-    """The ledger's `mentions_of`: (entity, chunk) pairs, recording what was asked."""
-
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self.pairs = pairs
-        self.asked: list[tuple[list[str], list[str], Collection[str] | None]] = []
-
-    def mentions_of(
-        self, entity_ids: list[str], collections: list[str], document_ids: Collection[str] | None = None
-    ) -> list[tuple[str, str]]:
-        self.asked.append((list(entity_ids), list(collections), document_ids))
-        return [(e, c) for e, c in self.pairs if e in entity_ids]
+MENTIONS = [
+    ("hub", "c-hub", "d1"),
+    ("s1", "c-s1", "d1"),
+    ("s1", "c-both", "d2"),
+    ("far", "c-both", "d2"),
+    ("common", "c-x", "d1"),
+]
 
 
 def test_graph_retriever_scores_chunks_by_the_entities_they_mention() -> None:
-    ledger = Mentions([("hub", "c-hub"), ("s1", "c-s1"), ("s1", "c-both"), ("far", "c-both"), ("common", "c-x")])
-    retriever = GraphRetriever(ledger, Entities("Hub"), Graphs(star_graph()), hops=2)  # type: ignore[arg-type]
-    hits = retriever.retrieve("what does hub use?", 10, ["c"], {"d1"})
+    graphs = Graphs(star_graph(MENTIONS))
+    retriever = GraphRetriever(Entities("Hub"), graphs, hops=2)  # type: ignore[arg-type]
+    hits = retriever.retrieve("what does hub use?", 10, ["c"])
     scores = {h.chunk_id: h.score for h in hits}
     # a chunk mentioning two reached entities outranks one mentioning one of them
     assert scores["c-both"] > scores["c-s1"]
     assert [h.score for h in hits] == sorted(scores.values(), reverse=True)
-    assert ledger.asked[0][1:] == (["c"], {"d1"})  # scope and document filter reach the ledger query
+    assert graphs.asked == ["c"]  # only the caller's collections are read
+    # the document filter keeps only those documents' chunks
+    assert {h.chunk_id for h in retriever.retrieve("what does hub use?", 10, ["c"], {"d2"})} == {"c-both"}
+    assert [h.chunk_id for h in retriever.retrieve("what does hub use?", 1, ["c"])] == [hits[0].chunk_id]
+
+
+def test_link_graph_chunk_scores_sum_weights_per_mention() -> None:
+    graph = star_graph([*MENTIONS, ("hub", "c-both", "d2"), ("hub", "c-both", "d2")])
+    scores = dict(graph.chunk_scores({"hub": 1.0, "far": 0.25, "missing": 9.0}, 10))
+    assert scores == {"c-hub": 1.0, "c-both": 2.25}  # mentioned twice by hub, once by far
+    assert graph.chunk_scores({"hub": 1.0}, 10, {"d1"}) == [("c-hub", 1.0)]
+    assert graph.chunk_scores({"hub": 1.0}, 0) == [] and graph.chunk_scores({}, 5) == []
+    assert graph.number_of_chunks() == 4
 
 
 def test_graph_retriever_bounds_entities_and_skips_ubiquitous_ones() -> None:
-    ledger = Mentions([])
+    # every entity mentioned in its own chunk: the chunks returned tell which entities were looked up
+    mentions = [(e, f"c-{e}", "d1") for e in ("hub", "s1", "s2", "s3", "s4", "far", "common")]
     retriever = GraphRetriever(  # type: ignore[arg-type]
-        ledger, Entities("Hub"), Graphs(star_graph()), hops=2, max_entities=3, max_mentions=1000
+        Entities("Hub"), Graphs(star_graph(mentions)), hops=2, max_entities=3, max_mentions=1000
     )
-    retriever.retrieve("hub", 10, ["c"])
-    looked_up = ledger.asked[0][0]
+    looked_up = {h.chunk_id.removeprefix("c-") for h in retriever.retrieve("hub", 10, ["c"])}
     assert len(looked_up) == 3 and "hub" in looked_up
     assert "common" not in looked_up  # mentioned 5000 times: above max_mentions
 
 
 def test_graph_retriever_returns_nothing_without_entities_scope_or_documents() -> None:
-    ledger = Mentions([("hub", "c-hub")])
-    graphs = Graphs(star_graph())
-    assert GraphRetriever(ledger, Entities(), graphs).retrieve("q", 5, ["c"]) == []  # type: ignore[arg-type]
-    hub = GraphRetriever(ledger, Entities("Hub"), graphs)  # type: ignore[arg-type]
+    graphs = Graphs(star_graph(MENTIONS))
+    assert GraphRetriever(Entities(), graphs).retrieve("q", 5, ["c"]) == []  # type: ignore[arg-type]
+    hub = GraphRetriever(Entities("Hub"), graphs)  # type: ignore[arg-type]
     assert hub.retrieve("q", 5, []) == [] and hub.retrieve("q", 5, ["c"], set()) == []
-    assert ledger.asked == []  # none of them reached the ledger
+    assert graphs.asked == []  # none of them loaded a graph

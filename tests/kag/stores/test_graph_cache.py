@@ -61,7 +61,7 @@ def test_least_recently_used_graph_is_evicted_and_reloads_the_same(ledger: Ledge
     write(ledger, "b", "b.txt", ["magpie", "rabbitmq", "tls"])
     write(ledger, "c", "c.txt", ["osprey", "redis", "gateway"])
     cache = GraphCache(ledger, max_elements=10, check_seconds=0)
-    retriever = GraphRetriever(ledger, KeysInQuery(), cache, hops=2)
+    retriever = GraphRetriever(KeysInQuery(), cache, hops=2)
 
     before = {c: retriever.retrieve(f"what does {k} use", 10, [c]) for c, k in [("a", "heron"), ("b", "magpie")]}
     assert all(before.values())
