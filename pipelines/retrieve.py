@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import math
+import os
 import threading
 import weakref
 from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -290,8 +293,27 @@ def fuse(
     )
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _submit(fn: Any, *args: Any) -> Future[Any]:
+    """Run fn(*args) on the shared retrieval pool, in a copy of the caller's context (tracing spans)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(
+                max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="kag-retrieve"
+            )
+    return _POOL.submit(contextvars.copy_context().run, fn, *args)
+
+
 class HybridRetriever:
-    """Runs several retrievers, each at its own depth, and fuses them (weighted RRF or relative scores)."""
+    """Runs several retrievers, each at its own depth, and fuses them (weighted RRF or relative scores).
+
+    The retrievers run side by side on a shared thread pool (`parallel`, the default): the embedding
+    model, Qdrant and Tantivy release the GIL while they work, so a query costs about its slowest
+    retriever rather than their sum."""
 
     def __init__(
         self,
@@ -302,6 +324,7 @@ class HybridRetriever:
         rrf_k: int = 60,
         fusion: str = "rrf",
         depths: Mapping[str, int] | None = None,
+        parallel: bool = True,
     ) -> None:
         if fusion not in FUSION_METHODS:
             raise ConfigurationError(
@@ -314,6 +337,7 @@ class HybridRetriever:
         self.fusion = fusion
         # per-retriever candidate depth; a retriever not named here uses `depth`
         self.depths = dict(depths or {})
+        self.parallel = parallel
 
     def retrieve(
         self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
@@ -336,13 +360,20 @@ class HybridRetriever:
     def _fused(
         self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None
     ) -> tuple[list[ScoredChunk], dict[str, list[ScoredChunk]]]:
-        # a retriever returns at least k, so a caller asking for more than the depth still gets k
-        rankings = {
-            name: r.retrieve(query, max(k, self.depths.get(name, self.depth)), collections, document_ids)
-            if self.weights.get(name, 1.0) > 0
-            else []  # a retriever of weight 0 takes no part, so it is not run at all
-            for name, r in self.retrievers.items()
-        }
+        # a retriever of weight 0 takes no part, so it is not run at all; one returns at least k, so a
+        # caller asking for more than the depth still gets k
+        active = [name for name in self.retrievers if self.weights.get(name, 1.0) > 0]
+
+        def run(name: str) -> list[ScoredChunk]:
+            depth = max(k, self.depths.get(name, self.depth))
+            return self.retrievers[name].retrieve(query, depth, collections, document_ids)
+
+        if self.parallel and len(active) > 1:
+            futures = {name: _submit(run, name) for name in active}
+            found = {name: future.result() for name, future in futures.items()}
+        else:
+            found = {name: run(name) for name in active}
+        rankings = {name: found.get(name, []) for name in self.retrievers}
         weights = {name: w for name, w in self.weights.items() if name in rankings}
         return fuse(rankings, method=self.fusion, weights=weights, rrf_k=self.rrf_k), rankings
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Collection
 from typing import Any
 
@@ -78,6 +80,50 @@ def test_hybrid_passes_scope_depth_and_filters_and_skips_zero_weight() -> None:
     # a retriever of weight 0 is not run at all (it would cost time and add nothing), and its trace is empty
     assert graph.calls == [] and rankings["graph"] == []
     assert "z" not in {h.chunk_id for h in hybrid.retrieve("q", 10, ["hr"])}
+
+
+class Meeting:
+    """A retriever that returns only once every other Meeting retriever has started (the real protocol),
+    and sees the caller's context variables."""
+
+    def __init__(self, barrier: threading.Barrier, chunk: str) -> None:
+        self.barrier, self.chunk = barrier, chunk
+        self.seen: list[str | None] = []
+
+    def retrieve(
+        self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
+    ) -> list[ScoredChunk]:
+        self.seen.append(REQUEST.get(None))
+        self.barrier.wait()  # raises BrokenBarrierError unless the other retriever runs at the same time
+        return [ScoredChunk(self.chunk, 1.0)]
+
+
+REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request")
+
+
+def test_hybrid_runs_its_retrievers_side_by_side_in_the_callers_context() -> None:
+    barrier = threading.Barrier(2, timeout=10)
+    a, b = Meeting(barrier, "x"), Meeting(barrier, "y")
+    token = REQUEST.set("req-1")
+    try:
+        fused = HybridRetriever({"a": a, "b": b}).retrieve("q", 5, ["hr"])
+    finally:
+        REQUEST.reset(token)
+    assert {h.chunk_id for h in fused} == {"x", "y"}
+    assert a.seen == b.seen == ["req-1"]  # tracing and other context reach the pool threads
+
+
+def test_hybrid_in_sequence_and_a_failing_retriever_fails_the_query() -> None:
+    one = Fixed(["a"])
+    hybrid = HybridRetriever({"one": one, "two": Fixed(["b"])}, parallel=False)
+    assert [h.chunk_id for h in hybrid.retrieve("q", 5, ["hr"])] == ["a", "b"]
+
+    class Broken:
+        def retrieve(self, query: str, k: int, collections: Collection[str], document_ids: Any = None) -> Any:
+            raise RuntimeError("index unavailable")
+
+    with pytest.raises(RuntimeError, match="index unavailable"):
+        HybridRetriever({"one": one, "broken": Broken()}).retrieve("q", 5, ["hr"])
 
 
 # --- the graph retriever: expansion, weighting and its bounds ---------------------------------
