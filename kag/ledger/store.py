@@ -392,15 +392,18 @@ class Ledger:
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, tuple[ChunkRow, DocumentRow]]:
         """Chunk rows with their document rows, keyed by chunk id (missing ids are left out)."""
-        if not chunk_ids:
-            return {}
+        ids = list(dict.fromkeys(chunk_ids))
+        found: dict[str, tuple[ChunkRow, DocumentRow]] = {}
         with self.session() as s:
-            rows = s.execute(
-                select(ChunkRow, DocumentRow)
-                .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
-                .where(ChunkRow.id.in_(list(chunk_ids)))
-            ).all()
-        return {c.id: (c, d) for c, d in rows}
+            # in slices: SQLite refuses a statement with more than 32,766 bound values
+            for start in range(0, len(ids), 1000):
+                rows = s.execute(
+                    select(ChunkRow, DocumentRow)
+                    .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
+                    .where(ChunkRow.id.in_(ids[start : start + 1000]))
+                ).all()
+                found.update((c.id, (c, d)) for c, d in rows)
+        return found
 
     def count_chunks(self) -> int:
         with self.session() as s:

@@ -136,6 +136,18 @@ def test_entities_only_an_old_version_mentioned_go_with_it_and_shared_ones_stay(
     ledger.close()
 
 
+def test_get_chunks_takes_more_ids_than_one_statement_may_bind(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    write = _write(ledger)
+    wanted = [c.chunk_id for c in write.chunks]
+    asked = [f"c_missing_{i}" for i in range(40_000)] + wanted + wanted  # SQLite binds at most 32,766
+    found = ledger.get_chunks(asked)
+    assert sorted(found) == sorted(wanted)
+    assert all(doc.id == write.document_id for _, doc in found.values())
+    assert ledger.get_chunks([]) == {}
+    ledger.close()
+
+
 def test_delete_document_leaves_nothing_behind(ledger_url: str) -> None:
     ledger = Ledger(ledger_url)
     write = _write(ledger)
