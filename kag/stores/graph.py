@@ -262,11 +262,17 @@ class LinkGraph:
         chunks = np.concatenate(parts)
         found, inverse = np.unique(chunks, return_inverse=True)
         totals = np.bincount(inverse, weights=np.concatenate(values))
-        scored = [(self._chunks[c], float(t)) for c, t in zip(found.tolist(), totals.tolist(), strict=True)]
         if document_ids is not None:
             allowed = set(document_ids)
             docs = self._chunk_docs
-            scored = [(cid, t) for (cid, t), c in zip(scored, found.tolist(), strict=True) if docs[c] in allowed]
+            keep = np.fromiter((docs[c] in allowed for c in found.tolist()), dtype=bool, count=len(found))
+            found, totals = found[keep], totals[keep]
+        if len(found) > k:
+            # everything scoring at least the k-th best, ties included, then the exact order in Python
+            threshold = np.partition(totals, len(totals) - k)[len(totals) - k]
+            keep = totals >= threshold
+            found, totals = found[keep], totals[keep]
+        scored = [(self._chunks[c], t) for c, t in zip(found.tolist(), totals.tolist(), strict=True)]
         return heapq.nlargest(k, scored, key=lambda kv: (kv[1], kv[0]))
 
     @classmethod

@@ -219,6 +219,9 @@ def test_link_graph_chunk_scores_sum_weights_per_mention() -> None:
     assert graph.chunk_scores({"hub": 1.0}, 10, {"d1"}) == [("c-hub", 1.0)]
     assert graph.chunk_scores({"hub": 1.0}, 0) == [] and graph.chunk_scores({}, 5) == []
     assert graph.number_of_chunks() == 4
+    # ties at the k-th place are broken by the larger chunk id, as everywhere in retrieval
+    tied = star_graph([("s2", f"c-{x}", "d1") for x in "qbzc"] + [("hub", "c-a", "d1")])
+    assert tied.chunk_scores({"s2": 1.0, "hub": 2.0}, 3) == [("c-a", 2.0), ("c-z", 1.0), ("c-q", 1.0)]
 
 
 def test_graph_retriever_bounds_entities_and_skips_ubiquitous_ones() -> None:
