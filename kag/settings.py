@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     weight_dense: float = Field(1.5, ge=0, description="Fusion weight of the dense (Qdrant) retriever (tuned).")
     weight_lexical: float = Field(1.0, ge=0, description="Fusion weight of the lexical (Tantivy BM25) retriever.")
     weight_graph: float = Field(
-        0.0, ge=0, description="Fusion weight of the knowledge-graph retriever; 0 leaves it out (tuned)."
+        0.25, ge=0, description="Fusion weight of the knowledge-graph retriever; 0 leaves it out (tuned)."
     )
     graph_hops: int = Field(2, ge=0, le=3, description="Relation hops the graph retriever expands from query entities.")
     rerank: str = Field(
@@ -257,7 +257,7 @@ class Settings(BaseSettings):
         False, description="Embed each chunk after its document's title, so later chunks keep the title's context."
     )
     depth_graph: int | None = Field(
-        None, ge=1, description="Candidates of the graph retriever; default KAG_RETRIEVAL_DEPTH."
+        50, ge=1, description="Candidates of the graph retriever (tuned); unset: KAG_RETRIEVAL_DEPTH."
     )
 
     @field_validator("chunk_overlap")
