@@ -72,7 +72,6 @@ class _NodeIndex:
         self.graph = graph
         self.by_key: dict[str, list[str]] = {}
         self.by_token: dict[str, list[str]] = {}
-        self.names: dict[str, str] = dict(zip(graph.ids, graph.names, strict=True))
         for node, key in zip(graph.ids, graph.keys, strict=True):
             self.by_key.setdefault(key, []).append(node)
             for token in set(key.split()):
@@ -95,7 +94,7 @@ class _NodeIndex:
     def expand(self, seeds: set[str], hops: int, limit: int, hop_decay: float = 0.5) -> dict[str, float]:
         """Like `neighbors_within`, over each node's `limit` strongest links: seeds score 1.0, a path scores
         the product of its strengths times hop_decay per hop after the first."""
-        best = {s: 1.0 for s in seeds if s in self.names}
+        best = {s: 1.0 for s in seeds if s in self.graph}
         frontier = dict(best)
         for hop in range(hops):
             factor = 1.0 if hop == 0 else hop_decay
@@ -190,7 +189,7 @@ class GraphRetriever:
         with index.lock:
             missing = list(dict.fromkeys(n for _, nodes in shortlists for n in nodes if n not in index.vectors))
         # one embedding call for every unmatched query entity and every candidate not seen before
-        vectors = self.embedder.embed([e.name for e, _ in shortlists] + [index.names[n] for n in missing])
+        vectors = self.embedder.embed([e.name for e, _ in shortlists] + [index.graph.name(n) for n in missing])
         with index.lock:
             index.vectors.update(zip(missing, vectors[len(shortlists) :], strict=True))
             matrices = [np.stack([index.vectors[n] for n in nodes]) for _, nodes in shortlists]

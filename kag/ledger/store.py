@@ -410,15 +410,27 @@ class Ledger:
             return int(s.scalar(select(func.count()).select_from(ChunkRow)) or 0)
 
     # --- graph ---------------------------------------------------------------------------
+    @staticmethod
+    def _entities_with_mention_counts(s: Session, collection: str) -> list[Any]:
+        """(id, key, name, label, mentions) of the collection's entities."""
+        counts = (
+            select(MentionRow.entity_id, func.count().label("n"))
+            .join(EntityRow, EntityRow.id == MentionRow.entity_id)
+            .where(EntityRow.collection == collection)
+            .group_by(MentionRow.entity_id)
+            .subquery()
+        )
+        rows = s.execute(
+            select(EntityRow.id, EntityRow.key, EntityRow.name, EntityRow.label, func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.entity_id == EntityRow.id)
+            .where(EntityRow.collection == collection)
+        ).all()
+        return [tuple(r) for r in rows]
+
     def graph_rows(self, collection: str) -> tuple[list[Any], list[Any]]:
         """(entities with mention counts, relations) of one collection."""
         with self.session() as s:
-            counts = select(MentionRow.entity_id, func.count().label("n")).group_by(MentionRow.entity_id).subquery()
-            entities = s.execute(
-                select(EntityRow.id, EntityRow.key, EntityRow.name, EntityRow.label, func.coalesce(counts.c.n, 0))
-                .outerjoin(counts, counts.c.entity_id == EntityRow.id)
-                .where(EntityRow.collection == collection)
-            ).all()
+            entities = self._entities_with_mention_counts(s, collection)
             relations = s.execute(
                 select(
                     RelationRow.id,
@@ -432,7 +444,7 @@ class Ledger:
                     RelationRow.created_at,
                 ).where(RelationRow.collection == collection)
             ).all()
-        return [tuple(e) for e in entities], [tuple(r) for r in relations]
+        return entities, [tuple(r) for r in relations]
 
     def graph_links(self, collection: str) -> tuple[list[Any], list[Any], list[Any]]:
         """(entities with mention counts, links, mentions) of one collection, for retrieval.
@@ -441,18 +453,7 @@ class Ledger:
         aggregated by the database instead of shipping every relation row (a corpus repeats the
         same pairs many times); a mention is (entity id, chunk id, document id)."""
         with self.session() as s:
-            counts = (
-                select(MentionRow.entity_id, func.count().label("n"))
-                .join(EntityRow, EntityRow.id == MentionRow.entity_id)
-                .where(EntityRow.collection == collection)
-                .group_by(MentionRow.entity_id)
-                .subquery()
-            )
-            entities = s.execute(
-                select(EntityRow.id, EntityRow.key, EntityRow.name, EntityRow.label, func.coalesce(counts.c.n, 0))
-                .outerjoin(counts, counts.c.entity_id == EntityRow.id)
-                .where(EntityRow.collection == collection)
-            ).all()
+            entities = self._entities_with_mention_counts(s, collection)
             links = s.execute(
                 select(RelationRow.source_id, RelationRow.target_id, func.max(RelationRow.strength))
                 .where(RelationRow.collection == collection)
@@ -463,7 +464,7 @@ class Ledger:
                 .join(EntityRow, EntityRow.id == MentionRow.entity_id)
                 .where(EntityRow.collection == collection)
             ).all()
-        return [tuple(e) for e in entities], [tuple(r) for r in links], [tuple(m) for m in mentions]
+        return entities, [tuple(r) for r in links], [tuple(m) for m in mentions]
 
     def document_ids_matching(
         self,

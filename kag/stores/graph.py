@@ -173,7 +173,6 @@ class LinkGraph:
         "_strengths",
         "ids",
         "keys",
-        "labels",
         "mentions",
         "names",
         "position",
@@ -189,7 +188,6 @@ class LinkGraph:
         self.ids: list[str] = [n.entity_id for n in nodes]
         self.keys: list[str] = [n.key for n in nodes]
         self.names: list[str] = [n.name or n.key for n in nodes]
-        self.labels: list[str] = [n.label for n in nodes]
         self.mentions = np.fromiter((int(n.mention_count or 0) for n in nodes), dtype=np.int64, count=len(nodes))
         self.position: dict[str, int] = {e: i for i, e in enumerate(self.ids)}
         src, dst, strength = [], [], []
@@ -297,6 +295,9 @@ class LinkGraph:
         """Linked pairs of entities (each pair once, however many relations join it)."""
         return len(self._indices) // 2
 
+    def name(self, entity_id: str) -> str:
+        return self.names[self.position[entity_id]]
+
     def mention_count(self, entity_id: str) -> int:
         i = self.position.get(entity_id)
         return 0 if i is None else int(self.mentions[i])
@@ -340,7 +341,8 @@ class GraphCache:
     the ledger's stamp of its collection (document count and latest update) is unchanged, so
     writes from any process, another API replica or a Ray ingestion driver, are seen within
     `check_seconds`; writes through this process can `invalidate` at once.
-    A graph larger than the whole cap is served but not kept.
+    A graph larger than the whole cap is served but not kept. The mention postings are not
+    counted: 4 bytes per mention plus a chunk id per mentioning chunk, small beside the entities.
     """
 
     def __init__(self, ledger: Any, *, max_elements: int = 8_000_000, check_seconds: float = 5.0) -> None:

@@ -26,19 +26,28 @@ def _graph() -> GraphExtraction:
     )
 
 
-def _write(ledger: Ledger, sha: str = "a" * 64, text: str = TEXT, collection: str = "hr"):
+def _write(
+    ledger: Ledger,
+    sha: str = "a" * 64,
+    text: str = TEXT,
+    collection: str = "hr",
+    *,
+    source: str = "/docs/a.md",
+    chunks: list[ChunkDraft] | None = None,
+    graph: GraphExtraction | None = None,
+):
     ledger.ensure_collection(collection)
     return ledger.write_document(
         collection=collection,
-        source_uri="/docs/a.md",
+        source_uri=source,
         sha256=sha,
         mime_type="text/markdown",
         title="A",
         text=text,
         size_bytes=len(text),
         metadata={"k": "v"},
-        chunks=_chunks(),
-        graph=_graph(),
+        chunks=_chunks() if chunks is None else chunks,
+        graph=_graph() if graph is None else graph,
     )
 
 
@@ -94,31 +103,21 @@ def test_new_version_replaces_chunks_and_keeps_document_id(ledger_url: str) -> N
 def test_entities_only_an_old_version_mentioned_go_with_it_and_shared_ones_stay(ledger_url: str) -> None:
     ledger = Ledger(ledger_url)
     first = _write(ledger)
-    ledger.ensure_collection("hr")
-    other = ledger.write_document(  # a second document that also mentions Redis
-        collection="hr",
-        source_uri="/docs/b.md",
-        sha256="c" * 64,
-        mime_type="text/plain",
-        title="B",
-        text="Redis.",
-        size_bytes=6,
-        metadata={},
+    other = _write(  # a second document that also mentions Redis
+        ledger,
+        "c" * 64,
+        "Redis.",
+        source="/docs/b.md",
         chunks=[ChunkDraft(0, "Redis.", 0, 6, 2)],
         graph=GraphExtraction(
             entities=(EntityRecord("redis", "Redis", "PRODUCT"),), mentions=(MentionRecord("redis", 0, 0, 5),)
         ),
     )
     # the new version of a.md mentions only Kafka; "ghost" is named by the extractor but never mentioned
-    ledger.write_document(
-        collection="hr",
-        source_uri="/docs/a.md",
-        sha256="d" * 64,
-        mime_type="text/plain",
-        title="A",
-        text="Kafka.",
-        size_bytes=6,
-        metadata={},
+    _write(
+        ledger,
+        "d" * 64,
+        "Kafka.",
         chunks=[ChunkDraft(0, "Kafka.", 0, 6, 2)],
         graph=GraphExtraction(
             entities=(EntityRecord("kafka", "Kafka", "PRODUCT"), EntityRecord("ghost", "Ghost", "ORG")),
