@@ -19,6 +19,7 @@ from kag.ledger.models import DocumentStatus, JobStatus
 from kag.models.embedder import Embedder
 from kag.records import ChunkDraft, GraphExtraction, ParsedDocument
 from kag.stores.bundle import Stores
+from kag.stores.graph import embed_entity_names
 
 if TYPE_CHECKING:
     from ingest.executors import Executor
@@ -304,6 +305,11 @@ class Ingestor:
             self._run(runner, files, collection, report, listener, should_stop)
             if sync:
                 report.documents_deleted = self._sync(paths, files, collection)
+            # the names of entities this job (or an interrupted earlier one) added, embedded once, in
+            # large batches, so query-time linking reads vectors instead of running the model
+            named = embed_entity_names(ledger, self.embedder, collection)
+            if named:
+                log.info("entity names embedded", extra={"collection": collection, "entities": named})
             if report.chunks_added:
                 # one HNSW build per job, not per batch: search is exact (brute force) until then
                 self.stores.vectors.optimize()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from kag.ledger.models import DocumentStatus
 from kag.records import IndexedChunk
 from kag.stores.bundle import Stores
+from kag.stores.graph import embed_entity_names
 
 if TYPE_CHECKING:
     from ingest.pipeline import Ingestor
@@ -178,6 +179,10 @@ def reindex(ingestor: Ingestor, batch_chunks: int = 256) -> int:
     stores.fulltext.commit()
     stores.vectors.flush()
     stores.vectors.optimize()
+    # entity name vectors come from the same model as the chunks': rebuilt with them
+    stores.ledger.clear_entity_vectors()
+    for collection in stores.ledger.collections():
+        embed_entity_names(stores.ledger, ingestor.embedder, collection)
     return total
 
 

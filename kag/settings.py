@@ -231,7 +231,8 @@ class Settings(BaseSettings):
         8_000_000,
         ge=0,
         description="Most entities + linked entity pairs of knowledge graphs kept in memory for retrieval (about "
-        "0.8 KB per entity, 24 B per link: ~1 GB at the default for a SciFact-shaped graph); least recently used "
+        "1.6 KB per entity with its name vector, 24 B per link: ~1.6 GB at the default for a SciFact-shaped graph); "
+        "least recently used "
         "collections are evicted and reloaded from the ledger on demand (0 = keep none).",
     )
     graph_cache_check_seconds: float = Field(
@@ -246,6 +247,12 @@ class Settings(BaseSettings):
         "rrf",
         description="How the hybrid retriever fuses rankings: `rrf` (weighted reciprocal rank) or `score` "
         "(weighted sum of min-max normalised scores).",
+    )
+    fusion_document_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Share of a chunk's document's evidence added to its fused score: per retriever, the best "
+        "score of any chunk of the same document (0: chunks are fused on their own).",
     )
     depth_dense: int | None = Field(
         None, ge=1, description="Candidates of the dense retriever; default KAG_RETRIEVAL_DEPTH."

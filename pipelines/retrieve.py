@@ -66,7 +66,8 @@ class LexicalRetriever:
 
 class _NodeIndex:
     """Lookup tables over one loaded link graph, built once per graph object: normalized key -> nodes,
-    key token -> nodes; each node's name vector is cached on first use."""
+    key token -> nodes; a node whose name vector the ledger does not hold yet is embedded on first
+    use and cached here."""
 
     def __init__(self, graph: LinkGraph) -> None:
         self.graph = graph
@@ -82,6 +83,11 @@ class _NodeIndex:
 
     def mentions(self, node: str) -> int:
         return self.graph.mention_count(node)
+
+    def vector(self, node: str) -> np.ndarray:
+        """The node's name vector: stored by ingestion, else embedded on first use (call under `lock`)."""
+        stored = self.graph.name_vector(node)
+        return stored if stored is not None else self.vectors[node]
 
     def idf(self, node: str) -> float:
         """Inverse mention frequency: an entity mentioned everywhere says little about any one chunk."""
@@ -186,13 +192,24 @@ class GraphRetriever:
                 )
         if not shortlists:
             return seeds
+        graph = index.graph
         with index.lock:
-            missing = list(dict.fromkeys(n for _, nodes in shortlists for n in nodes if n not in index.vectors))
-        # one embedding call for every unmatched query entity and every candidate not seen before
-        vectors = self.embedder.embed([e.name for e, _ in shortlists] + [index.graph.name(n) for n in missing])
+            missing = list(
+                dict.fromkeys(
+                    n
+                    for _, nodes in shortlists
+                    for n in nodes
+                    if n not in index.vectors and graph.name_vector(n) is None
+                )
+            )
+        # one embedding call for every unmatched query entity and every candidate whose name has no
+        # stored vector (none, once ingestion has embedded the collection's names)
+        vectors = self.embedder.embed([e.name for e, _ in shortlists] + [graph.name(n) for n in missing])
         with index.lock:
-            index.vectors.update(zip(missing, vectors[len(shortlists) :], strict=True))
-            matrices = [np.stack([index.vectors[n] for n in nodes]) for _, nodes in shortlists]
+            # rounded as the ledger stores them, so a link does not depend on where the vector came from
+            fresh = np.asarray(vectors[len(shortlists) :], dtype=np.float16).astype(np.float32)
+            index.vectors.update(zip(missing, fresh, strict=True))
+            matrices = [np.stack([index.vector(n) for n in nodes]) for _, nodes in shortlists]
         for (_, nodes), matrix, query_vector in zip(shortlists, matrices, vectors, strict=False):
             similarity = matrix @ query_vector
             seeds.update(n for n, sim in zip(nodes, similarity, strict=True) if sim >= self.link_threshold)
@@ -218,12 +235,54 @@ class GraphRetriever:
         chosen = dict(heapq.nlargest(self.max_entities, weights.items(), key=lambda kv: (kv[1], kv[0])))
         # the chunks that mention them, from each collection's postings in memory (entity ids are
         # per collection, so each graph scores only its own)
-        scored: list[tuple[str, float]] = []
-        for graph in graphs.values():
+        scored: list[tuple[str, float, str, str]] = []
+        for collection, graph in graphs.items():
             own = {e: w for e, w in chosen.items() if e in graph}
-            scored.extend(graph.chunk_scores(own, k, document_ids))
+            scored.extend((c, s, d, collection) for c, s, d in graph.chunk_scores(own, k, document_ids))
         ranked = heapq.nlargest(k, scored, key=lambda kv: (kv[1], kv[0]))
-        return [ScoredChunk(chunk_id=c, score=s) for c, s in ranked]
+        return [ScoredChunk(c, s, d, collection) for c, s, d, collection in ranked]
+
+
+def _combine(
+    components: Mapping[str, Mapping[str, float]],
+    meta: Mapping[str, ScoredChunk],
+    document_weight: float,
+) -> list[ScoredChunk]:
+    """Sum each chunk's per-retriever components; with `document_weight` > 0, add that share of its
+    document's evidence: per retriever, the best component of any chunk of the same document.
+
+    A document split into chunks is otherwise judged by one chunk at a time: a dense hit on one
+    chunk and a lexical hit on its sibling never add up. Chunks without a document id count as
+    documents of their own."""
+    scores: dict[str, float] = {}
+    for parts in components.values():
+        for chunk_id, value in parts.items():
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + value
+    if document_weight > 0:
+        document = {c: meta[c].document_id or c for c in scores}
+        evidence: dict[str, float] = {}
+        for parts in components.values():
+            best: dict[str, float] = {}
+            for chunk_id, value in parts.items():
+                d = document[chunk_id]
+                if d not in best or value > best[d]:
+                    best[d] = value
+            for d, value in best.items():
+                evidence[d] = evidence.get(d, 0.0) + value
+        for chunk_id in scores:
+            scores[chunk_id] += document_weight * evidence[document[chunk_id]]
+    ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [ScoredChunk(c, s, meta[c].document_id, meta[c].collection) for c, s in ordered]
+
+
+def _merge_meta(rankings: Mapping[str, Sequence[ScoredChunk]]) -> dict[str, ScoredChunk]:
+    """Each chunk's hit, preferring one that knows the chunk's document."""
+    meta: dict[str, ScoredChunk] = {}
+    for ranking in rankings.values():
+        for hit in ranking:
+            if hit.document_id or hit.chunk_id not in meta:
+                meta[hit.chunk_id] = hit
+    return meta
 
 
 def reciprocal_rank_fusion(
@@ -231,28 +290,29 @@ def reciprocal_rank_fusion(
     *,
     weights: Mapping[str, float] | None = None,
     k: int = 60,
+    document_weight: float = 0.0,
 ) -> list[ScoredChunk]:
-    """Weighted RRF: score(d) = sum_r w_r / (k + rank_r(d)), ranks from 1."""
-    scores: dict[str, float] = {}
-    meta: dict[str, ScoredChunk] = {}
+    """Weighted RRF: score(d) = sum_r w_r / (k + rank_r(d)), ranks from 1 (plus document evidence:
+    see `_combine`)."""
+    components: dict[str, dict[str, float]] = {}
     for name, ranking in rankings.items():
         weight = 1.0 if weights is None else weights.get(name, 1.0)
+        parts = components[name] = {}
         for rank, hit in enumerate(ranking, start=1):
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight / (k + rank)
-            if hit.document_id or hit.chunk_id not in meta:
-                meta[hit.chunk_id] = hit
-    ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [ScoredChunk(c, s, meta[c].document_id, meta[c].collection) for c, s in ordered]
+            # a chunk listed twice by one retriever counts at its best rank
+            parts.setdefault(hit.chunk_id, weight / (k + rank))
+    return _combine(components, _merge_meta(rankings), document_weight)
 
 
 def score_fusion(
     rankings: Mapping[str, Sequence[ScoredChunk]],
     *,
     weights: Mapping[str, float] | None = None,
+    document_weight: float = 0.0,
 ) -> list[ScoredChunk]:
-    """Relative score fusion: score(d) = sum_r w_r * minmax_r(score_r(d)); a list's best hit scores 1, its worst 0."""
-    scores: dict[str, float] = {}
-    meta: dict[str, ScoredChunk] = {}
+    """Relative score fusion: score(d) = sum_r w_r * minmax_r(score_r(d)); a list's best hit scores 1, its
+    worst 0 (plus document evidence: see `_combine`)."""
+    components: dict[str, dict[str, float]] = {}
     for name, ranking in rankings.items():
         if not ranking:
             continue
@@ -260,14 +320,12 @@ def score_fusion(
         values = [hit.score for hit in ranking]
         low, high = min(values), max(values)
         span = high - low
+        parts = components[name] = {}
         for hit in ranking:
             # a list whose scores are all equal gives each of its hits the full weight
             normalized = (hit.score - low) / span if span > 0 else 1.0
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight * normalized
-            if hit.document_id or hit.chunk_id not in meta:
-                meta[hit.chunk_id] = hit
-    ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [ScoredChunk(c, s, meta[c].document_id, meta[c].collection) for c, s in ordered]
+            parts[hit.chunk_id] = max(parts.get(hit.chunk_id, 0.0), weight * normalized)
+    return _combine(components, _merge_meta(rankings), document_weight)
 
 
 #: fusion methods by their `KAG_FUSION` name
@@ -280,13 +338,16 @@ def fuse(
     method: str = "rrf",
     weights: Mapping[str, float] | None = None,
     rrf_k: int = 60,
+    document_weight: float = 0.0,
 ) -> list[ScoredChunk]:
     """Fuse per-retriever rankings with the named method; retrievers of weight 0 take no part."""
+    if document_weight < 0:
+        raise ConfigurationError(f"document_weight must be >= 0, got {document_weight}")
     active = {n: hits for n, hits in rankings.items() if weights is None or weights.get(n, 1.0) > 0}
     if method == "rrf":
-        return reciprocal_rank_fusion(active, weights=weights, k=rrf_k)
+        return reciprocal_rank_fusion(active, weights=weights, k=rrf_k, document_weight=document_weight)
     if method == "score":
-        return score_fusion(active, weights=weights)
+        return score_fusion(active, weights=weights, document_weight=document_weight)
     raise ConfigurationError(
         f"unknown fusion method {method!r}", hint=f"KAG_FUSION is one of {', '.join(FUSION_METHODS)}"
     )
@@ -324,6 +385,7 @@ class HybridRetriever:
         fusion: str = "rrf",
         depths: Mapping[str, int] | None = None,
         parallel: bool = True,
+        document_weight: float = 0.0,
     ) -> None:
         if fusion not in FUSION_METHODS:
             raise ConfigurationError(
@@ -337,6 +399,9 @@ class HybridRetriever:
         # per-retriever candidate depth; a retriever not named here uses `depth`
         self.depths = dict(depths or {})
         self.parallel = parallel
+        if document_weight < 0:
+            raise ConfigurationError(f"document_weight must be >= 0, got {document_weight}")
+        self.document_weight = document_weight
 
     def retrieve(
         self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
@@ -374,7 +439,10 @@ class HybridRetriever:
             found = {name: run(name) for name in active}
         rankings = {name: found.get(name, []) for name in self.retrievers}
         weights = {name: w for name, w in self.weights.items() if name in rankings}
-        return fuse(rankings, method=self.fusion, weights=weights, rrf_k=self.rrf_k), rankings
+        fused = fuse(
+            rankings, method=self.fusion, weights=weights, rrf_k=self.rrf_k, document_weight=self.document_weight
+        )
+        return fused, rankings
 
 
 def hydrate(ledger: Ledger, hits: Sequence[ScoredChunk]) -> list[SearchHit]:

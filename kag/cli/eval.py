@@ -295,7 +295,8 @@ def _settings_snapshot(s: Settings) -> dict[str, Any]:
         "rerank",
         "rerank_depth",
     )
-    extra = {k: getattr(s, k) for k in ("fusion", "depth_dense", "depth_lexical", "depth_graph") if hasattr(s, k)}
+    optional = ("fusion", "fusion_document_weight", "depth_dense", "depth_lexical", "depth_graph")
+    extra = {k: getattr(s, k) for k in optional if hasattr(s, k)}
     return {k: getattr(s, k) for k in keys} | extra
 
 
@@ -353,6 +354,7 @@ class SetupBuilder:
                 depth=full.depth,
                 rrf_k=full.rrf_k,
                 fusion=full.fusion,
+                document_weight=full.document_weight,
                 depths={n: d for n, d in full.depths.items() if n in spec.retrievers},
             )
             params |= _hybrid_params(retriever)
@@ -389,6 +391,7 @@ def _hybrid_params(r: Any) -> dict[str, Any]:
         "weights": {n: r.weights.get(n, 1.0) for n in r.retrievers},
         "fusion": r.fusion,
         "rrf_k": r.rrf_k,
+        "document_weight": r.document_weight,
         "retriever_depth": {n: r.depths.get(n, r.depth) for n in r.retrievers},
     }
 
@@ -396,6 +399,8 @@ def _hybrid_params(r: Any) -> dict[str, Any]:
 def _describe_hybrid(r: Any) -> str:
     parts = [f"{n}×{r.weights.get(n, 1.0):g}" for n in r.retrievers if r.weights.get(n, 1.0) > 0]
     how = f"RRF k={r.rrf_k}" if r.fusion == "rrf" else "relative score fusion"
+    if r.document_weight > 0:
+        how += f", document evidence ×{r.document_weight:g}"
     return f"{' + '.join(parts)}, {how}"
 
 
@@ -432,6 +437,9 @@ def tune_command(
     depth_lexical: Annotated[str, typer.Option(help="Lexical candidate depths.")] = "50,100",
     depth_graph: Annotated[str, typer.Option(help="Graph candidate depths.")] = "50",
     graph_hops: Annotated[str, typer.Option(help="Graph expansion hops.")] = "1,2",
+    document_weight: Annotated[
+        str, typer.Option(help="Shares of document evidence added to each chunk's fused score (0: none).")
+    ] = "0",
     top: Annotated[int, typer.Option(min=1, help="Rows of the ranked table to print.")] = 15,
     out_dir: OutOpt = None,
     work_dir: WorkDirOpt = None,
@@ -453,6 +461,7 @@ def _tune(
     depth_lexical: str,
     depth_graph: str,
     graph_hops: str,
+    document_weight: str,
     top: int,
     out_dir: Path | None,
     work_dir: Path | None,
@@ -483,6 +492,7 @@ def _tune(
         depth_lexical=_ints(depth_lexical, "--depth-lexical"),
         depth_graph=_ints(depth_graph, "--depth-graph"),
         graph_hops=tuple(int(h) for h in _floats(graph_hops, "--graph-hops")),
+        document_weight=_floats(document_weight, "--document-weight"),
     )
     configs = list(grid.configs())
     out_path = reporting.prepare_out_dir(out_dir or Path("eval-results") / f"{data.name}-{split}-tune")

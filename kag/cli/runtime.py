@@ -160,6 +160,7 @@ class Runtime:
             depth=s.retrieval_depth,
             rrf_k=s.rrf_k,
             fusion=s.fusion,
+            document_weight=s.fusion_document_weight,
             depths={
                 name: d
                 for name, d in (("dense", s.depth_dense), ("lexical", s.depth_lexical), ("graph", s.depth_graph))

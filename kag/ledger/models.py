@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -86,6 +98,9 @@ class EntityRow(Base):
     key: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(Text)
     label: Mapped[str] = mapped_column(String(32))
+    #: the name's embedding (float16 bytes), written once per entity at the end of an ingestion job;
+    #: NULL until then, and the retriever embeds the name itself
+    name_vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
 
 
 class MentionRow(Base):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Engine, Table, bindparam, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
@@ -446,12 +446,13 @@ class Ledger:
             ).all()
         return entities, [tuple(r) for r in relations]
 
-    def graph_links(self, collection: str) -> tuple[list[Any], list[Any], list[Any]]:
-        """(entities with mention counts, links, mentions) of one collection, for retrieval.
+    def graph_links(self, collection: str) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+        """(entities with mention counts, links, mentions, name vectors) of one collection, for retrieval.
 
         A link is (source id, target id, strongest strength) over all relations between the two,
         aggregated by the database instead of shipping every relation row (a corpus repeats the
-        same pairs many times); a mention is (entity id, chunk id, document id)."""
+        same pairs many times); a mention is (entity id, chunk id, document id); a name vector is
+        (entity id, float16 bytes), for the entities whose names have been embedded."""
         with self.session() as s:
             entities = self._entities_with_mention_counts(s, collection)
             links = s.execute(
@@ -464,7 +465,42 @@ class Ledger:
                 .join(EntityRow, EntityRow.id == MentionRow.entity_id)
                 .where(EntityRow.collection == collection)
             ).all()
-        return entities, [tuple(r) for r in links], [tuple(m) for m in mentions]
+            vectors = s.execute(
+                select(EntityRow.id, EntityRow.name_vector).where(
+                    EntityRow.collection == collection, EntityRow.name_vector.is_not(None)
+                )
+            ).all()
+        return entities, [tuple(r) for r in links], [tuple(m) for m in mentions], [tuple(v) for v in vectors]
+
+    def entities_without_vectors(self, collection: str) -> list[tuple[str, str]]:
+        """(id, name) of the collection's entities whose names have not been embedded yet."""
+        with self.session() as s:
+            rows = s.execute(
+                select(EntityRow.id, EntityRow.name)
+                .where(EntityRow.collection == collection, EntityRow.name_vector.is_(None))
+                .order_by(EntityRow.id)
+            ).all()
+        return [(r[0], r[1]) for r in rows]
+
+    def set_entity_vectors(self, vectors: Mapping[str, bytes]) -> None:
+        """Store name vectors by entity id (ids deleted meanwhile are skipped)."""
+        if not vectors:
+            return
+        with self.session() as s:
+            table = EntityRow.__table__
+            assert isinstance(table, Table)
+            s.execute(  # a Core executemany: one statement, every row
+                update(table).where(table.c.id == bindparam("entity_id")).values(name_vector=bindparam("vector")),
+                [{"entity_id": e, "vector": v} for e, v in vectors.items()],
+            )
+
+    def clear_entity_vectors(self, collection: str | None = None) -> None:
+        """Forget stored name vectors (after the embedding model changed), of one collection or all."""
+        with self.session() as s:
+            query = update(EntityRow).values(name_vector=None)
+            if collection is not None:
+                query = query.where(EntityRow.collection == collection)
+            s.execute(query, execution_options={"synchronize_session": False})
 
     def document_ids_matching(
         self,

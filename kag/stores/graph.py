@@ -171,6 +171,8 @@ class LinkGraph:
         "_postings",
         "_postings_ptr",
         "_strengths",
+        "_vector_rows",
+        "_vectors",
         "ids",
         "keys",
         "mentions",
@@ -183,6 +185,7 @@ class LinkGraph:
         entities: Iterable[Any],
         links: Iterable[tuple[str, str, float]],
         mentions: Iterable[tuple[str, str, str]] = (),
+        vectors: Iterable[tuple[str, bytes]] = (),
     ) -> None:
         nodes = sorted((_coerce(row, GraphNode) for row in entities), key=lambda n: n.entity_id)
         self.ids: list[str] = [n.entity_id for n in nodes]
@@ -213,6 +216,33 @@ class LinkGraph:
         self._indptr = np.zeros(len(self.ids) + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=len(self.ids)), out=self._indptr[1:])
         self._index_mentions(mentions)
+        self._index_vectors(vectors)
+
+    def _index_vectors(self, vectors: Iterable[tuple[str, bytes]]) -> None:
+        """Stored name vectors (float16), one matrix row per entity that has one; the first vector's
+        length fixes the dimension and a vector of another length is left out (a model change)."""
+        rows: dict[int, int] = {}
+        stacked: list[np.ndarray] = []
+        dim = None
+        for entity_id, blob in vectors:
+            e = self.position.get(entity_id)
+            if e is None or not blob:
+                continue
+            vector = decode_vector(blob)
+            dim = dim or len(vector)
+            if len(vector) == dim:
+                rows[e] = len(stacked)
+                stacked.append(vector)
+        self._vector_rows = rows
+        self._vectors = np.stack(stacked) if stacked else np.zeros((0, 0), dtype=np.float16)
+
+    def name_vector(self, entity_id: str) -> np.ndarray | None:
+        """The entity's stored name vector (float32), or None when its name has not been embedded."""
+        row = self._vector_rows.get(self.position.get(entity_id, -1))
+        return None if row is None else self._vectors[row].astype(np.float32)
+
+    def number_of_vectors(self) -> int:
+        return len(self._vector_rows)
 
     def _index_mentions(self, mentions: Iterable[tuple[str, str, str]]) -> None:
         """Postings: entity -> the chunks mentioning it (a chunk once per mention), and each chunk's document."""
@@ -243,9 +273,10 @@ class LinkGraph:
 
     def chunk_scores(
         self, weights: Mapping[str, float], k: int, document_ids: Collection[str] | None = None
-    ) -> list[tuple[str, float]]:
-        """The k chunks with the highest summed weight of the entities they mention (once per mention),
-        best first (ties: larger chunk id first); only chunks of `document_ids` when given."""
+    ) -> list[tuple[str, float, str]]:
+        """(chunk id, score, document id) of the k chunks with the highest summed weight of the entities
+        they mention (once per mention), best first (ties: larger chunk id first); only chunks of
+        `document_ids` when given."""
         if k <= 0 or not weights:
             return []
         parts, values = [], []
@@ -270,7 +301,8 @@ class LinkGraph:
             threshold = np.partition(totals, len(totals) - k)[len(totals) - k]
             keep = totals >= threshold
             found, totals = found[keep], totals[keep]
-        scored = [(self._chunks[c], t) for c, t in zip(found.tolist(), totals.tolist(), strict=True)]
+        names, docs = self._chunks, self._chunk_docs
+        scored = [(names[c], t, docs[c]) for c, t in zip(found.tolist(), totals.tolist(), strict=True)]
         return heapq.nlargest(k, scored, key=lambda kv: (kv[1], kv[0]))
 
     @classmethod
@@ -318,8 +350,31 @@ class LinkGraph:
 
 def load_links(ledger: Any, collection: str) -> LinkGraph:
     """One collection's link view from the ledger, parallel relations aggregated in SQL."""
-    entities, links, mentions = ledger.graph_links(collection)
-    return LinkGraph(entities, links, mentions)
+    entities, links, mentions, vectors = ledger.graph_links(collection)
+    return LinkGraph(entities, links, mentions, vectors)
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    """A name vector as the ledger stores it: float16, little-endian (768 bytes at 384 dimensions)."""
+    return np.asarray(vector, dtype="<f2").tobytes()
+
+
+def decode_vector(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f2")
+
+
+def embed_entity_names(ledger: Any, embedder: Any, collection: str, *, batch_size: int = 512) -> int:
+    """Embed the names of the collection's entities that have no stored vector yet, and store them;
+    returns how many. Runs once at the end of an ingestion job (and after `kag reindex` clears them),
+    so query-time linking reads vectors instead of running the model over candidate names. A crash
+    before it runs leaves names unembedded, which the next job picks up (and the retriever embeds
+    any it meets meanwhile)."""
+    missing = ledger.entities_without_vectors(collection)
+    for start in range(0, len(missing), batch_size):
+        part = missing[start : start + batch_size]
+        vectors = embedder.embed([name for _, name in part])
+        ledger.set_entity_vectors({e: encode_vector(v) for (e, _), v in zip(part, vectors, strict=True)})
+    return len(missing)
 
 
 @dataclass(slots=True)
@@ -335,9 +390,10 @@ class GraphCache:
     least recently used evicted first.
 
     The cap counts entities + linked pairs. Measured: an entity costs about 0.8 KB (its id, key and
-    name strings and the retriever's lookup tables), a link 24 bytes; a graph shaped like SciFact's
-    (8 links per entity) averages about 125 bytes per element, so the default 8,000,000 is about
-    1 GB and holds the graph of a 100k-chunk corpus of that shape. A cached graph is reused while
+    name strings and the retriever's lookup tables) plus its stored name vector (768 bytes at 384
+    float16 dimensions), a link 24 bytes; a graph shaped like SciFact's (8 links per entity)
+    averages about 200 bytes per element, so the default 8,000,000 is about 1.6 GB and holds the
+    graph of a 100k-chunk corpus of that shape. A cached graph is reused while
     the ledger's stamp of its collection (document count and latest update) is unchanged, so
     writes from any process, another API replica or a Ray ingestion driver, are seen within
     `check_seconds`; writes through this process can `invalidate` at once.

@@ -83,12 +83,15 @@ class FusionConfig:
     depth_lexical: int
     depth_graph: int
     graph_hops: int
+    document_weight: float = 0.0
 
     def label(self) -> str:
         fusion = f"rrf k={self.rrf_k}" if self.fusion == "rrf" else "score"
         graph = f" g={self.weight_graph:g}@{self.graph_hops}h/{self.depth_graph}" if self.weight_graph > 0 else ""
+        document = f" doc={self.document_weight:g}" if self.document_weight > 0 else ""
         return (
-            f"{fusion} d={self.weight_dense:g}/{self.depth_dense} l={self.weight_lexical:g}/{self.depth_lexical}{graph}"
+            f"{fusion} d={self.weight_dense:g}/{self.depth_dense} l={self.weight_lexical:g}/{self.depth_lexical}"
+            f"{graph}{document}"
         )
 
 
@@ -105,6 +108,7 @@ class Grid:
     depth_lexical: tuple[int, ...] = (50, 100, 200)
     depth_graph: tuple[int, ...] = (50,)
     graph_hops: tuple[int, ...] = (1, 2)
+    document_weight: tuple[float, ...] = (0.0,)
 
     def configs(self) -> Iterable[FusionConfig]:
         for fusion in self.fusion:
@@ -113,8 +117,8 @@ class Grid:
                     self.weight_dense, self.weight_lexical, self.weight_graph, self.depth_dense, self.depth_lexical
                 ):
                     graph_options = itertools.product(self.depth_graph, self.graph_hops) if wg > 0 else [(0, 0)]
-                    for dg, hops in graph_options:
-                        yield FusionConfig(fusion, k, wd, wl, wg, dd, dl, dg, hops)
+                    for (dg, hops), dw in itertools.product(graph_options, self.document_weight):
+                        yield FusionConfig(fusion, k, wd, wl, wg, dd, dl, dg, hops, dw)
 
     @property
     def max_depth(self) -> int:
@@ -134,7 +138,13 @@ def fused_rankings(config: FusionConfig, cache: Rankings, doc_of: Mapping[str, s
     for qid in queries:
         rankings = {name: cache[key][qid][:depth] for name, key, weight, depth in parts if weight > 0}
         weights = {name: weight for name, _, weight, _ in parts}
-        fused = fuse(rankings, method=config.fusion, weights=weights, rrf_k=config.rrf_k or 60)
+        fused = fuse(
+            rankings,
+            method=config.fusion,
+            weights=weights,
+            rrf_k=config.rrf_k or 60,
+            document_weight=config.document_weight,
+        )
         out[qid] = documents_by_best_chunk([doc_of.get(h.chunk_id) for h in fused])
     return out
 

@@ -17,6 +17,7 @@ from ingest.pipeline import Ingestor
 from kag.errors import DataDirLockedError
 from kag.ledger.models import EntityRow, MentionRow, RelationRow
 from kag.stores.bundle import Stores, open_stores
+from kag.stores.graph import decode_vector
 from tests.ingest.corpus_factory import make_bad_files, make_corpus
 
 
@@ -77,12 +78,15 @@ def index_state(stores: Stores) -> dict[str, object]:
             int(s.scalar(select(func.count()).select_from(MentionRow)) or 0),
             int(s.scalar(select(func.count()).select_from(RelationRow)) or 0),
         )
+        # every entity's name is embedded by the end of a job
+        unembedded = int(s.scalar(select(func.count()).where(EntityRow.name_vector.is_(None))) or 0)
     return {
         "documents": docs,
         "ledger_chunks": sorted(ledger.chunk_ids()),
         "vector_chunks": sorted(stores.vectors.chunk_ids()),
         "fulltext_chunks": sorted(stores.fulltext.chunk_ids()),
         "graph": graph,
+        "unembedded_entities": unembedded,
     }
 
 
@@ -250,6 +254,29 @@ def test_crash_between_ledger_and_indexes_is_repaired(ingestor: Ingestor, tmp_pa
     assert state["ledger_chunks"] == state["vector_chunks"] == state["fulltext_chunks"]
     assert all(status == "indexed" for _i, _s, _v, status, _t in state["documents"])  # type: ignore[union-attr]
     assert upkeep.check(ingestor.stores).consistent
+
+
+def test_entity_names_are_embedded_once_per_job_and_a_job_repairs_a_crash_before_it(
+    ingestor: Ingestor, tmp_path: Path
+) -> None:
+    corpus = make_corpus(tmp_path / "corpus")
+    ingestor.ingest([corpus], "hr")
+    ledger = ingestor.stores.ledger
+    assert index_state(ingestor.stores)["unembedded_entities"] == 0
+    entities, _, _, vectors = ledger.graph_links("hr")
+    assert len(vectors) == len(entities) > 0
+    names = {e[0]: e[2] for e in entities}
+    some = sorted(vectors)[:3]
+    expected = ingestor.embedder.embed([names[e] for e, _ in some])
+    for (_, blob), vector in zip(some, expected, strict=True):
+        assert decode_vector(blob) == pytest.approx(vector, abs=1e-3)  # float16 of the name's own embedding
+    # a crash after the documents were written but before the names were embedded: the next job,
+    # even one with nothing new to ingest, embeds them
+    ledger.clear_entity_vectors("hr")
+    again = ingestor.ingest([corpus], "hr")
+    assert again.documents_unchanged == again.files_total
+    assert ledger.entities_without_vectors("hr") == []
+    assert sorted(ledger.graph_links("hr")[3]) == sorted(vectors)
 
 
 def test_doctor_finds_and_repairs_drift_and_reindex_rebuilds(ingestor: Ingestor, tmp_path: Path) -> None:

@@ -7,11 +7,20 @@ import threading
 from collections.abc import Collection
 from typing import Any
 
+import numpy as np
 import pytest
 
+from kag.errors import ConfigurationError
 from kag.records import EntityRecord, GraphExtraction, ScoredChunk
-from kag.stores.graph import GraphEdge, GraphNode, LinkGraph, build_graph, neighbors_within
-from pipelines.retrieve import GraphRetriever, HybridRetriever, _NodeIndex, reciprocal_rank_fusion
+from kag.stores.graph import GraphEdge, GraphNode, LinkGraph, build_graph, encode_vector, neighbors_within
+from pipelines.retrieve import (
+    GraphRetriever,
+    HybridRetriever,
+    _NodeIndex,
+    fuse,
+    reciprocal_rank_fusion,
+    score_fusion,
+)
 
 
 def graph_of(*names: str) -> Any:
@@ -42,6 +51,41 @@ def test_linking_without_an_embedder_is_exact_only() -> None:
     assert retriever.link(graph, [entity("Heron billing services")]) == set()
 
 
+class CountingEmbedder:
+    """The real embedder, recording every text it is asked to embed (the Embedder protocol)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+        self.dim = inner.dim
+        self.name = inner.name
+
+    def embed(self, texts: Any) -> Any:
+        self.texts.extend(texts)
+        return self.inner.embed(texts)
+
+
+def test_linking_reads_stored_name_vectors_and_embeds_only_the_query_entity(embedder) -> None:
+    names = ["Heron billing service", "billing address form", "Magpie broker"]
+    stored = [(f"e{i}", encode_vector(v)) for i, v in enumerate(embedder.embed(names))]
+    nodes = [GraphNode(f"e{i}", n.lower(), n, "ORG") for i, n in enumerate(names)]
+    # a vector of another length (another model) is left out: that node's name is embedded on use
+    graph = LinkGraph(nodes, [], [], [*stored[:2], ("e2", encode_vector(np.ones(8)))])
+    assert graph.number_of_vectors() == 2 and graph.name_vector("e2") is None
+    assert graph.name_vector("e0") == pytest.approx(embedder.embed([names[0]])[0], abs=1e-3)
+    counting = CountingEmbedder(embedder)
+    retriever = GraphRetriever(None, None, embedder=counting, link_threshold=0.8)  # type: ignore[arg-type]
+    assert retriever.link(graph, [entity("Heron billing services")]) == {"e0"}
+    assert counting.texts == ["Heron billing services"]  # candidates e0, e1 have stored vectors
+    # the same answer as linking with no stored vector at all, which embeds the candidates too
+    plain = CountingEmbedder(embedder)
+    unstored = GraphRetriever(None, None, embedder=plain, link_threshold=0.8)  # type: ignore[arg-type]
+    assert unstored.link(LinkGraph(nodes, []), [entity("Heron billing services")]) == {"e0"}
+    assert sorted(plain.texts) == sorted(["Heron billing services", *names[:2]])
+    assert retriever.link(graph, [entity("Magpie brokers")]) == {"e2"}
+    assert counting.texts[1:] == ["Magpie brokers", "Magpie broker"]  # e2's stored vector did not fit
+
+
 def test_rrf_weights_and_ties() -> None:
     a = [ScoredChunk("x", 1.0), ScoredChunk("y", 0.5)]
     b = [ScoredChunk("y", 9.0), ScoredChunk("z", 1.0)]
@@ -51,6 +95,37 @@ def test_rrf_weights_and_ties() -> None:
     # b weighs double: its second hit (2/62) now beats a's first (1/61)
     weighted = reciprocal_rank_fusion({"a": a, "b": b}, weights={"a": 1.0, "b": 2.0}, k=60)
     assert [h.chunk_id for h in weighted] == ["y", "z", "x"]
+
+
+def test_rrf_document_evidence_by_hand() -> None:
+    # d1 is split in two chunks: dense ranks one second, lexical the other first; d2's one chunk is
+    # dense's first; "x" has no document id and counts as a document of its own
+    dense = [ScoredChunk("d2-a", 0.9, "d2"), ScoredChunk("d1-a", 0.8, "d1")]
+    lexical = [ScoredChunk("d1-b", 7.0, "d1"), ScoredChunk("x", 1.0)]
+    alone = reciprocal_rank_fusion({"dense": dense, "lexical": lexical}, k=10)
+    assert [h.chunk_id for h in alone] == ["d1-b", "d2-a", "d1-a", "x"]  # 1/11, 1/11, 1/12, 1/12
+    fused = reciprocal_rank_fusion({"dense": dense, "lexical": lexical}, k=10, document_weight=1.0)
+    # d1's evidence: 1/12 (dense) + 1/11 (lexical); d2's: 1/11; x's: 1/12
+    assert [(h.chunk_id, h.document_id) for h in fused] == [("d1-b", "d1"), ("d1-a", "d1"), ("d2-a", "d2"), ("x", "")]
+    scores = {h.chunk_id: h.score for h in fused}
+    assert scores["d1-b"] == pytest.approx(1 / 11 + 1 / 12 + 1 / 11)
+    assert scores["d1-a"] == pytest.approx(1 / 12 + 1 / 12 + 1 / 11)
+    assert scores["d2-a"] == pytest.approx(2 / 11)
+    assert scores["x"] == pytest.approx(2 / 12)
+    with pytest.raises(ConfigurationError):
+        fuse({"dense": dense}, document_weight=-1)
+
+
+def test_score_fusion_document_evidence_by_hand() -> None:
+    dense = [
+        ScoredChunk("d1-a", 1.0, "d1"),
+        ScoredChunk("d2-a", 0.5, "d2"),
+        ScoredChunk("d1-b", 0.0, "d1"),
+        ScoredChunk("d3-a", 0.0, "d3"),
+    ]
+    fused = score_fusion({"dense": dense}, document_weight=0.5)
+    # min-max: d1-a 1, d2-a 0.5, d1-b 0, d3-a 0; each chunk adds half its document's best (d1: 1, d2: 0.5, d3: 0)
+    assert [(h.chunk_id, h.score) for h in fused] == [("d1-a", 1.5), ("d2-a", 0.75), ("d1-b", 0.5), ("d3-a", 0.0)]
 
 
 class Fixed:
@@ -214,14 +289,18 @@ def test_graph_retriever_scores_chunks_by_the_entities_they_mention() -> None:
 
 def test_link_graph_chunk_scores_sum_weights_per_mention() -> None:
     graph = star_graph([*MENTIONS, ("hub", "c-both", "d2"), ("hub", "c-both", "d2")])
-    scores = dict(graph.chunk_scores({"hub": 1.0, "far": 0.25, "missing": 9.0}, 10))
-    assert scores == {"c-hub": 1.0, "c-both": 2.25}  # mentioned twice by hub, once by far
-    assert graph.chunk_scores({"hub": 1.0}, 10, {"d1"}) == [("c-hub", 1.0)]
+    scores = {c: (s, d) for c, s, d in graph.chunk_scores({"hub": 1.0, "far": 0.25, "missing": 9.0}, 10)}
+    assert scores == {"c-hub": (1.0, "d1"), "c-both": (2.25, "d2")}  # mentioned twice by hub, once by far
+    assert graph.chunk_scores({"hub": 1.0}, 10, {"d1"}) == [("c-hub", 1.0, "d1")]
     assert graph.chunk_scores({"hub": 1.0}, 0) == [] and graph.chunk_scores({}, 5) == []
     assert graph.number_of_chunks() == 4
     # ties at the k-th place are broken by the larger chunk id, as everywhere in retrieval
     tied = star_graph([("s2", f"c-{x}", "d1") for x in "qbzc"] + [("hub", "c-a", "d1")])
-    assert tied.chunk_scores({"s2": 1.0, "hub": 2.0}, 3) == [("c-a", 2.0), ("c-z", 1.0), ("c-q", 1.0)]
+    assert [(c, s) for c, s, _ in tied.chunk_scores({"s2": 1.0, "hub": 2.0}, 3)] == [
+        ("c-a", 2.0),
+        ("c-z", 1.0),
+        ("c-q", 1.0),
+    ]
 
 
 def test_graph_retriever_bounds_entities_and_skips_ubiquitous_ones() -> None:

@@ -135,6 +135,26 @@ def test_entities_only_an_old_version_mentioned_go_with_it_and_shared_ones_stay(
     ledger.close()
 
 
+def test_entity_name_vectors_are_stored_listed_cleared_and_loaded_with_the_links(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    _write(ledger)
+    _write(ledger, collection="other")
+    missing = ledger.entities_without_vectors("hr")
+    assert {name for _, name in missing} == {"Atlas", "Redis"}
+    atlas = next(e for e, name in missing if name == "Atlas")
+    # an id deleted meanwhile is skipped, not an error
+    ledger.set_entity_vectors({atlas: b"\x00<" * 4, "gone": b"\x00<" * 4})
+    assert [name for _, name in ledger.entities_without_vectors("hr")] == ["Redis"]
+    assert len(ledger.entities_without_vectors("other")) == 2  # another collection's entities untouched
+    _, _, _, vectors = ledger.graph_links("hr")
+    assert vectors == [(atlas, b"\x00<" * 4)]
+    ledger.clear_entity_vectors("other")  # a no-op there; "hr" keeps its vector
+    assert ledger.graph_links("hr")[3] == vectors
+    ledger.clear_entity_vectors()
+    assert ledger.graph_links("hr")[3] == [] and len(ledger.entities_without_vectors("hr")) == 2
+    ledger.close()
+
+
 def test_get_chunks_takes_more_ids_than_one_statement_may_bind(ledger_url: str) -> None:
     ledger = Ledger(ledger_url)
     write = _write(ledger)
