@@ -227,6 +227,12 @@ class Settings(BaseSettings):
         description="Average analyzed tokens per chunk text assumed by BM25 length normalization in the "
         "Qdrant lexical index (Tantivy measures it).",
     )
+    lexical_title_boost: float = Field(
+        0.5,
+        ge=0,
+        description="BM25 weight of a chunk's document-title field against its text, applied at query time (tuned "
+        "on SciFact train: docs/evaluation.md; 0 searches the text alone).",
+    )
     graph_cache_max_elements: int = Field(
         8_000_000,
         ge=0,

@@ -519,6 +519,7 @@ def _tune(
                 grid.max_depth,
                 cache_dir=workspace.root / "rankings",
                 on_query=lambda: bar.advance(task),
+                variants={"lexical": f"@title{rt.settings.lexical_title_boost:g}"},
             )
         documents = DocumentMap(rt.stores.ledger, COLLECTION, workspace.corpus_id)
         hits = [h for per_query in cache.values() for ranking in per_query.values() for h in ranking]

@@ -55,6 +55,7 @@ class Runtime:
                 lexical_backend=s.lexical_backend,
                 qdrant_lexical_collection=s.qdrant_lexical_collection,
                 lexical_avg_doc_tokens=s.lexical_avg_doc_tokens,
+                lexical_title_boost=s.lexical_title_boost,
             )
         return self._stores
 

@@ -75,6 +75,7 @@ def open_stores(
     lexical_backend: str = "tantivy",
     qdrant_lexical_collection: str = "kag_lexical",
     lexical_avg_doc_tokens: float = 100.0,
+    lexical_title_boost: float = 0.5,
     lock_timeout: float = 0,
 ) -> Stores:
     """Open every store; the embedded data dir is locked for this process until `close()`."""
@@ -99,6 +100,7 @@ def open_stores(
                 qdrant_api_key=qdrant_api_key,
                 collection_name=qdrant_lexical_collection,
                 avg_doc_tokens=lexical_avg_doc_tokens,
+                title_boost=lexical_title_boost,
             )
         except BaseException:
             vectors.close()
@@ -117,13 +119,14 @@ def open_fulltext_index(
     qdrant_api_key: str | None,
     collection_name: str = "kag_lexical",
     avg_doc_tokens: float = 100.0,
+    title_boost: float = 0.5,
     reset: bool = False,
 ) -> FullTextIndex:
     """Tantivy in `data_dir/tantivy`, or BM25 sparse vectors in the Qdrant server at `qdrant_url`."""
     if backend == "tantivy":
         from kag.stores.fulltext import TantivyIndex
 
-        return TantivyIndex(Path(data_dir) / "tantivy", reset=reset)
+        return TantivyIndex(Path(data_dir) / "tantivy", title_boost=title_boost, reset=reset)
     if backend != "qdrant":
         raise ConfigurationError(
             f"unknown lexical backend {backend!r}", hint="set KAG_LEXICAL_BACKEND to `tantivy` or `qdrant`"
@@ -141,7 +144,14 @@ def open_fulltext_index(
     with _store_errors("connect to Qdrant", url=qdrant_url):
         client = QdrantClient(url=qdrant_url, api_key=qdrant_api_key)
     try:
-        return QdrantBM25Index(client, collection_name, avg_text_tokens=avg_doc_tokens, owns_client=True, reset=reset)
+        return QdrantBM25Index(
+            client,
+            collection_name,
+            avg_text_tokens=avg_doc_tokens,
+            title_boost=title_boost,
+            owns_client=True,
+            reset=reset,
+        )
     except KagError as exc:
         client.close()
         exc.hint = exc.hint or "check KAG_QDRANT_URL and that the Qdrant server is running"

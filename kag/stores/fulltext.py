@@ -52,7 +52,7 @@ def _query_analyzer() -> Any:
 class TantivyIndex:
     """BM25 over chunk title + text; `add` is visible after `commit`, deletes commit at once."""
 
-    def __init__(self, path: Path, *, title_boost: float = 1.5, reset: bool = False) -> None:
+    def __init__(self, path: Path, *, title_boost: float = 0.5, reset: bool = False) -> None:
         import tantivy
 
         self._t = tantivy
@@ -210,8 +210,9 @@ class TantivyIndex:
         clauses = []
         for term in terms:
             clauses.append((t.Occur.Should, t.Query.term_query(schema, "text", term)))
-            title = t.Query.term_query(schema, "title", term)
-            clauses.append((t.Occur.Should, t.Query.boost_query(title, self.title_boost)))
+            if self.title_boost > 0:
+                title = t.Query.term_query(schema, "title", term)
+                clauses.append((t.Occur.Should, t.Query.boost_query(title, self.title_boost)))
         for phrase in _PHRASE.findall(query):
             # a quoted phrase also matches the terms above; its exact occurrence ranks higher
             words = self._analyzer.analyze(phrase)

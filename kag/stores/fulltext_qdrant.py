@@ -77,7 +77,7 @@ class QdrantBM25Index:
         *,
         avg_text_tokens: float = 100.0,
         avg_title_tokens: float = 8.0,
-        title_boost: float = 1.5,
+        title_boost: float = 0.5,
         owns_client: bool = False,
         reset: bool = False,
     ) -> None:
@@ -175,7 +175,8 @@ class QdrantBM25Index:
         weights: dict[str, float] = {}
         for term in terms:
             weights["b:" + term] = 1.0
-            weights["t:" + term] = self.title_boost
+            if self.title_boost > 0:
+                weights["t:" + term] = self.title_boost
         for phrase in _PHRASE.findall(query):
             words = self._tokens(phrase)
             for a, b in zip(words, words[1:], strict=False):

@@ -29,16 +29,19 @@ def collect_rankings(
     *,
     cache_dir: Path | None = None,
     on_query: Callable[[], None] | None = None,
+    variants: Mapping[str, str] | None = None,
 ) -> Rankings:
     """Each retriever's top-`depth` chunks for every query, computed once; shallower depths are prefixes.
 
     With `cache_dir` (inside the evaluation workspace, whose name fixes the index), a retriever's
-    rankings are stored per (retriever, depth, query set) and read back by later sweeps."""
+    rankings are stored per (retriever, its `variants` tag, depth, query set) and read back by later
+    sweeps; the tag names the query-time settings the ranking depends on (the lexical title boost)."""
+    variants = variants or {}
     key = hashlib.sha256(json.dumps(sorted(queries.items())).encode()).hexdigest()[:16]
     out: Rankings = {}
     todo: dict[str, Retriever] = {}
     for name, retriever in retrievers.items():
-        path = _deepest_cached(cache_dir, name, key, depth) if cache_dir else None
+        path = _deepest_cached(cache_dir, name + variants.get(name, ""), key, depth) if cache_dir else None
         if path is not None:
             stored = json.loads(path.read_text())
             out[name] = {
@@ -56,7 +59,7 @@ def collect_rankings(
         cache_dir.mkdir(parents=True, exist_ok=True)
         for name in todo:
             data = {q: [[h.chunk_id, h.score, h.document_id] for h in hits] for q, hits in out[name].items()}
-            (cache_dir / f"{name}-d{depth}-{key}.json").write_text(json.dumps(data))
+            (cache_dir / f"{name}{variants.get(name, '')}-d{depth}-{key}.json").write_text(json.dumps(data))
     return out
 
 

@@ -93,15 +93,31 @@ def test_bm25_ranks_the_more_relevant_chunk_first(index: FullTextIndex) -> None:
     assert ids(index.search("penalty", 10, ["A"])) == ["often", "once"]
 
 
-def test_title_is_searched_and_weighs_a_little_more(index: FullTextIndex) -> None:
+def test_title_is_searched_at_half_the_weight_of_the_text_by_default(index: FullTextIndex) -> None:
     add(
         index,
         chunk("in-title", "general remarks about the year", title="Vacation policy"),
         chunk("in-text", "general remarks about vacation this year", title="Notes"),
         chunk("neither", "general remarks", title="Other"),
     )
-    assert ids(index.search("vacation", 10, ["A"])) == ["in-title", "in-text"]
+    # every chunk of a document repeats its title, so a title match says less than a text match
+    # (tuned on SciFact train: title boost 1.5 -> 0.7157 nDCG@10, 0.5 -> 0.7270)
+    assert ids(index.search("vacation", 10, ["A"])) == ["in-text", "in-title"]
     assert ids(index.search("policy", 10, ["A"])) == ["in-title"]
+
+
+def test_title_boost_weighs_the_title_at_query_time_and_zero_leaves_it_out(index: FullTextIndex) -> None:
+    add(
+        index,
+        chunk("in-title", "general remarks about the year", title="Vacation policy"),
+        chunk("in-text", "general remarks about vacation this year", title="Notes"),
+    )
+    index.title_boost = 0.0  # type: ignore[attr-defined]
+    assert ids(index.search("vacation", 10, ["A"])) == ["in-text"]
+    assert index.search("policy", 10, ["A"]) == []
+    index.title_boost = 4.0  # type: ignore[attr-defined]
+    boosted = index.search("vacation", 10, ["A"])
+    assert ids(boosted) == ["in-title", "in-text"] and boosted[0].score > 2 * boosted[1].score
 
 
 def test_quoted_phrase_ranks_the_exact_phrase_first(index: FullTextIndex) -> None:

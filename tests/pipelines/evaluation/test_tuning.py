@@ -60,6 +60,9 @@ def test_sweep_reproduces_the_hybrid_retriever(
     again = collect_rankings(retrievers, {"q": "q"}, "eval", 3, cache_dir=tmp_path)
     assert {n: r.calls for n, r in retrievers.items()} == calls
     assert [h.chunk_id for h in again["dense"]["q"]] == ["a1", "b1", "c1"]
+    # a ranking made under other query-time settings (its variant tag) is not reused
+    collect_rankings(retrievers, {"q": "q"}, "eval", 3, cache_dir=tmp_path, variants={"lexical": "@title0.5"})
+    assert retrievers["lexical"].calls == calls["lexical"] + 1 and retrievers["dense"].calls == calls["dense"]
 
 
 def test_relative_score_fusion_by_hand() -> None:
