@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     retrieval_depth: int = Field(
         200, ge=1, description="Candidates each retriever returns before fusion (tuned: docs/evaluation.md)."
     )
-    rrf_k: int = Field(10, ge=1, description="Reciprocal-rank-fusion constant k in w / (k + rank) (tuned).")
-    weight_dense: float = Field(1.5, ge=0, description="Fusion weight of the dense (Qdrant) retriever (tuned).")
+    rrf_k: int = Field(5, ge=1, description="Reciprocal-rank-fusion constant k in w / (k + rank) (tuned).")
+    weight_dense: float = Field(1.0, ge=0, description="Fusion weight of the dense (Qdrant) retriever (tuned).")
     weight_lexical: float = Field(1.0, ge=0, description="Fusion weight of the lexical (Tantivy BM25) retriever.")
     weight_graph: float = Field(
         0.25, ge=0, description="Fusion weight of the knowledge-graph retriever; 0 leaves it out (tuned)."
