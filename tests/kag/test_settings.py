@@ -48,3 +48,20 @@ def test_overlap_must_be_smaller_than_chunk_size() -> None:
 def test_database_url_setting_wins() -> None:
     s = Settings(_env_file=None, database_url="postgresql+psycopg://u@h/db")
     assert s.resolved_database_url == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize("name", ["KAG_LEXICAL_TITLE_BOOST", "KAG_FUSION_DOCUMENT_WEIGHT"])
+def test_negative_fusion_and_boost_weights_are_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "-0.5")
+    with pytest.raises(ValidationError, match=name.removeprefix("KAG_").lower()):
+        Settings(_env_file=None)
+
+
+def test_lexical_title_boost_reaches_the_full_text_index(tmp_path: Path) -> None:
+    from kag.cli.runtime import Runtime
+
+    rt = Runtime(Settings(_env_file=None, data_dir=tmp_path, lexical_title_boost=0.0))
+    try:
+        assert rt.stores.fulltext.title_boost == 0.0  # type: ignore[attr-defined]
+    finally:
+        rt.close()
