@@ -238,8 +238,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Most entities + linked entity pairs of knowledge graphs kept in memory for retrieval (about "
         "1.6 KB per entity with its name vector, 24 B per link: ~1.6 GB at the default for a SciFact-shaped graph); "
-        "least recently used "
-        "collections are evicted and reloaded from the ledger on demand (0 = keep none).",
+        "least recently used collections are evicted and reloaded from the ledger on demand (0 = keep none).",
     )
     graph_cache_check_seconds: float = Field(
         5.0,

@@ -19,7 +19,7 @@ from kag.ledger import Ledger
 from kag.models.embedder import Embedder
 from kag.records import ChunkDraft, EntityRecord, GraphExtraction, ScoredChunk, SearchHit
 from kag.stores.base import FullTextIndex, VectorIndex
-from kag.stores.graph import GraphCache, LinkGraph
+from kag.stores.graph import GraphCache, LinkGraph, as_stored
 
 
 @runtime_checkable
@@ -199,7 +199,7 @@ class GraphRetriever:
                     n
                     for _, nodes in shortlists
                     for n in nodes
-                    if n not in index.vectors and graph.name_vector(n) is None
+                    if n not in index.vectors and not graph.has_name_vector(n)
                 )
             )
         # one embedding call for every unmatched query entity and every candidate whose name has no
@@ -207,8 +207,7 @@ class GraphRetriever:
         vectors = self.embedder.embed([e.name for e, _ in shortlists] + [graph.name(n) for n in missing])
         with index.lock:
             # rounded as the ledger stores them, so a link does not depend on where the vector came from
-            fresh = np.asarray(vectors[len(shortlists) :], dtype=np.float16).astype(np.float32)
-            index.vectors.update(zip(missing, fresh, strict=True))
+            index.vectors.update(zip(missing, as_stored(vectors[len(shortlists) :]), strict=True))
             matrices = [np.stack([index.vector(n) for n in nodes]) for _, nodes in shortlists]
         for (_, nodes), matrix, query_vector in zip(shortlists, matrices, vectors, strict=False):
             similarity = matrix @ query_vector

@@ -236,6 +236,9 @@ class LinkGraph:
         self._vector_rows = rows
         self._vectors = np.stack(stacked) if stacked else np.zeros((0, 0), dtype=np.float16)
 
+    def has_name_vector(self, entity_id: str) -> bool:
+        return self.position.get(entity_id, -1) in self._vector_rows
+
     def name_vector(self, entity_id: str) -> np.ndarray | None:
         """The entity's stored name vector (float32), or None when its name has not been embedded."""
         row = self._vector_rows.get(self.position.get(entity_id, -1))
@@ -363,6 +366,12 @@ def decode_vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f2")
 
 
+def as_stored(vectors: np.ndarray) -> np.ndarray:
+    """Vectors rounded as the ledger stores them (float16), back in float32: a vector embedded at query
+    time then scores exactly as the stored one would."""
+    return np.asarray(vectors, dtype="<f2").astype(np.float32)
+
+
 def embed_entity_names(ledger: Any, embedder: Any, collection: str, *, batch_size: int = 512) -> int:
     """Embed the names of the collection's entities that have no stored vector yet, and store them;
     returns how many. Runs once at the end of an ingestion job (and after `kag reindex` clears them),
@@ -396,7 +405,9 @@ class GraphCache:
     graph of a 100k-chunk corpus of that shape. A cached graph is reused while
     the ledger's stamp of its collection (document count and latest update) is unchanged, so
     writes from any process, another API replica or a Ray ingestion driver, are seen within
-    `check_seconds`; writes through this process can `invalidate` at once.
+    `check_seconds`; writes through this process can `invalidate` at once. Name vectors are
+    stored at the end of a job, after the stamp changed: a graph loaded in between lacks them until
+    the next reload, and the retriever embeds those names on use (same result, slower).
     A graph larger than the whole cap is served but not kept. The mention postings are not
     counted: 4 bytes per mention plus a chunk id per mentioning chunk, small beside the entities.
     """

@@ -72,6 +72,7 @@ def test_linking_reads_stored_name_vectors_and_embeds_only_the_query_entity(embe
     # a vector of another length (another model) is left out: that node's name is embedded on use
     graph = LinkGraph(nodes, [], [], [*stored[:2], ("e2", encode_vector(np.ones(8)))])
     assert graph.number_of_vectors() == 2 and graph.name_vector("e2") is None
+    assert graph.has_name_vector("e0") and not graph.has_name_vector("e2") and not graph.has_name_vector("nope")
     assert graph.name_vector("e0") == pytest.approx(embedder.embed([names[0]])[0], abs=1e-3)
     counting = CountingEmbedder(embedder)
     retriever = GraphRetriever(None, None, embedder=counting, link_threshold=0.8)  # type: ignore[arg-type]
