@@ -39,6 +39,7 @@ class ThreadStream(Generic[T]):
             pass
 
     def _run(self) -> None:
+        end: tuple[str, Any] = ("done", None)
         try:
             iterator = self._make()
             try:
@@ -51,15 +52,22 @@ class ThreadStream(Generic[T]):
                 if close is not None:
                     close()
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._post("error", exc)
-        else:
-            self._post("done", None)
+            end = ("error", exc)
         finally:
-            if self._on_done is not None:
-                try:
-                    self._loop.call_soon_threadsafe(self._on_done)
-                except RuntimeError:
+            # one callback: `on_done` runs before the consumer can see the end, so a response that
+            # has finished has always released its slot
+            try:
+                self._loop.call_soon_threadsafe(self._end, end)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                if self._on_done is not None:
                     self._on_done()
+
+    def _end(self, end: tuple[str, Any]) -> None:
+        try:
+            if self._on_done is not None:
+                self._on_done()
+        finally:
+            self._queue.put_nowait(end)
 
     def close(self) -> None:
         """Ask the thread to stop at the next item."""
