@@ -58,6 +58,13 @@ COPY pipelines ./pipelines
 RUN pip install ".[ray]" \
  && python -c "import kag, ingest.ray_executor, ray, llama_cpp, spacy; spacy.load('en_core_web_sm')"
 
+# the embedder's ONNX export (short texts: queries, entity names), made once here instead of at
+# every container start; the runtime checks it against torch when it loads it
+ENV KAG_EMBEDDING_ONNX_CACHE_DIR=/opt/kag/onnx
+RUN python -c "from kag.models.embedder import SentenceTransformerEmbedder as E; from kag.settings import Settings; \
+s = Settings(); e = E(s.embedding_model_path, runtime='onnx', onnx_cache_dir=s.embedding_onnx_cache_dir); \
+e.warm_up(); assert e.runtime_used == 'onnx', e.runtime_used"
+
 # --- runtime: the venv, the demo corpus, no compiler ------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
@@ -76,6 +83,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/kag/onnx /opt/kag/onnx
 COPY data /opt/kag/data
 
 # models come from the installed packages; nothing may reach for a model hub
@@ -83,6 +91,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
     PYTHONUNBUFFERED=1 \
     KAG_DATA_DIR=/var/lib/kag \
+    KAG_EMBEDDING_ONNX_CACHE_DIR=/opt/kag/onnx \
     PORT=8000
 
 RUN useradd --create-home --uid 1000 kag && mkdir -p /var/lib/kag && chown kag:kag /var/lib/kag

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,12 +20,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: end-to-end tests that run subprocesses or big corpora")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedder's ONNX export goes to a folder of this test session, not the user's cache; CLI
+    subprocesses inherit it."""
+    path = tmp_path_factory.mktemp("onnx-cache")
+    os.environ["KAG_EMBEDDING_ONNX_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
-def embedder():
+def embedder(onnx_cache_dir: Path):
+    """The shipped configuration: short texts on the ONNX export, bulk on torch."""
     from kag.models.embedder import SentenceTransformerEmbedder
 
-    model = SentenceTransformerEmbedder(batch_size=32)
+    model = SentenceTransformerEmbedder(batch_size=32, runtime="onnx", onnx_cache_dir=onnx_cache_dir)
     model.warm_up()
+    assert model.runtime_used == "onnx"
     yield model
     model.close()
 

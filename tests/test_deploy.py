@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,17 @@ def test_llama_build_uses_this_cpus_simd_levels_and_never_amx() -> None:
         assert args["GGML_AVX512_VNNI"] == ("ON" if "avx512_vnni" in flags else "OFF")
     # a user's own CMAKE_ARGS (CUDA, Metal) replace the CPU levels entirely
     assert cmake_args({"CMAKE_ARGS": "-DGGML_CUDA=on"}) == {"GGML_CUDA": "on"}
+
+
+def test_the_image_ships_the_onnx_export_its_runtime_reads(dockerfile: str, tmp_path: Path) -> None:
+    """The build stage exports the embedder to ONNX where the runtime stage reads it, and the
+    build step's own script works (run here with the export going to a temporary folder)."""
+    build, runtime = dockerfile.split("AS runtime", 1)
+    assert "ENV KAG_EMBEDDING_ONNX_CACHE_DIR=/opt/kag/onnx" in build
+    assert "COPY --from=build /opt/kag/onnx /opt/kag/onnx" in runtime
+    assert "KAG_EMBEDDING_ONNX_CACHE_DIR=/opt/kag/onnx" in runtime
+    assert set(re.findall(r"\b(KAG_[A-Z0-9_]+)=", dockerfile)) <= SETTINGS
+    (script,) = re.findall(r'^RUN python -c "(from kag\.models\.embedder .+)"$', build, re.MULTILINE)
+    env = os.environ | {"KAG_EMBEDDING_ONNX_CACHE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+    assert len(list(tmp_path.glob("*.onnx"))) == 1

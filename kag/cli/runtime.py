@@ -36,7 +36,12 @@ class Runtime:
 
         s = self.settings
         embedder = SentenceTransformerEmbedder(
-            s.embedding_model_path, device=s.embedding_device, batch_size=s.embedding_batch_size
+            s.embedding_model_path,
+            device=s.embedding_device,
+            batch_size=s.embedding_batch_size,
+            runtime=s.embedding_runtime,
+            onnx_cache_dir=s.embedding_onnx_cache_dir,
+            onnx_threads=s.embedding_onnx_threads,
         )
         embedder.warm_up()
         return embedder
@@ -209,6 +214,7 @@ class Runtime:
             novel_allowance=s.verify_novel_words,
             replace_min_score=s.verify_replace_min_score,
             min_grounding=s.verify_min_grounding,
+            require_question_terms=s.verify_question_terms,
         )
 
     def _chat_yes_probability(self, message: str) -> float:

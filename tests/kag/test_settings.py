@@ -65,3 +65,34 @@ def test_lexical_title_boost_reaches_the_full_text_index(tmp_path: Path) -> None
         assert rt.stores.fulltext.title_boost == 0.0  # type: ignore[attr-defined]
     finally:
         rt.close()
+
+
+def test_an_unknown_embedding_runtime_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAG_EMBEDDING_RUNTIME", "tensorrt")
+    with pytest.raises(ValidationError, match="embedding_runtime"):
+        Settings(_env_file=None)
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_the_embedding_runtime_reaches_the_embedder(tmp_path: Path, runtime: str) -> None:
+    from kag.cli.runtime import Runtime
+
+    cache = tmp_path / "onnx-cache"
+    rt = Runtime(
+        Settings(_env_file=None, data_dir=tmp_path / "data", embedding_runtime=runtime, embedding_onnx_cache_dir=cache)
+    )
+    try:
+        assert rt.embedder.runtime_used == runtime
+        assert len(list(cache.glob("*.onnx"))) == (runtime == "onnx")
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_the_question_terms_check_reaches_the_verifier(monkeypatch: pytest.MonkeyPatch, value: bool) -> None:
+    from kag.cli.runtime import Runtime
+
+    monkeypatch.setenv("KAG_VERIFY_QUESTION_TERMS", str(value).lower())
+    rt = Runtime(Settings(_env_file=None))
+    rt.__dict__["embedder"] = object()  # the verifier only keeps it; no model is loaded for this check
+    assert rt.verifier("flag").require_question_terms is value

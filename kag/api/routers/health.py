@@ -34,6 +34,8 @@ def readyz(request: Request) -> Response:
             "status": "ready",
             "collections": len(svc.known_collections()),
             "embedding_model": rt.embedder.name,
+            # `onnx` unless the export failed its check and short texts fell back to torch
+            "embedding_runtime": rt.embedder.runtime_used,
             "llm": rt.generator.model_path.rsplit("/", 1)[-1],
             "generation": {"running": svc.gate.running, "waiting": svc.gate.waiting},
             "ingest_queue": svc.worker.depth,

@@ -45,6 +45,7 @@ def test_health_readiness_and_docs(api: Api) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok"}
     ready = api.client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["collections"] >= 2 and ready["llm"].endswith(".gguf")
+    assert ready["embedding_runtime"] == "onnx"  # the shipped default, as the session's embedder runs it
     assert "/v1/ask" in api.client.get("/openapi.json").json()["paths"]
     assert api.client.get("/docs").status_code == 200
 
