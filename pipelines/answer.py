@@ -35,6 +35,8 @@ class Generator(Protocol):
 
 
 class VerifierLike(Protocol):
+    def unseen_terms(self, question: str, sources: Sequence[Source]) -> list[str]: ...
+
     def verify(self, question: str, answer: str, sources: Sequence[Source]) -> Verification: ...
 
 
@@ -182,8 +184,12 @@ class AnswerPipeline:
             budget_tokens=self.generator.prompt_budget(self.sampling.max_tokens),
         )
         prompt = self.generator.render_chat(prompt_parts.messages)
+        verifier = self.verifiers(policy)
         pieces: list[str] = []
-        if prompt_parts.sources:
+        # nothing to read, or sources that never mention a name or number of the question: verify
+        # abstains whatever the model says, so the model is not asked
+        generated = bool(prompt_parts.sources) and not verifier.unseen_terms(question, prompt_parts.sources)
+        if generated:
             for piece in self.generator.stream(prompt, sampling=self.sampling):
                 pieces.append(piece)
                 yield "token", piece
@@ -191,7 +197,7 @@ class AnswerPipeline:
         timings["generate"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        verification = self.verifiers(policy).verify(question, raw, prompt_parts.sources)
+        verification = verifier.verify(question, raw, prompt_parts.sources)
         timings["verify"] = time.perf_counter() - t3
 
         t4 = time.perf_counter()
@@ -224,7 +230,7 @@ class AnswerPipeline:
             ],
             "prompt": prompt,
             "model": self.generator.model_info(),
-            "generated": bool(prompt_parts.sources),
+            "generated": generated,
             "sampling": self.sampling.to_dict(),
             "raw_output": raw,
             "answer": verification.answer,

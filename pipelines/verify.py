@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ REASON_MODEL_ABSTAINED = "model abstained"
 REASON_LOW_EVIDENCE = "low evidence"
 REASON_NOTHING_SUPPORTED = "no supported sentence"
 REASON_UNGROUNDED = "ungrounded answer"
+REASON_UNSEEN_TERMS = "question not covered"
 
 # ---------------------------------------------------------------------------------------------
 # sentence splitting
@@ -227,21 +229,93 @@ def _stem(word: str) -> str:
     return word
 
 
-def content_tokens(text: str) -> dict[str, float]:
-    """Content tokens of `text` with their weights: numbers exact and heavy, names heavier than words."""
-    tokens: dict[str, float] = {}
+def _weighted_tokens(text: str) -> Iterator[tuple[str, str, float]]:
+    """(surface form, token, weight) of each content word of `text`, in order."""
     for index, m in enumerate(_TOKEN_RE.finditer(text)):
         raw = m.group()
         if any(ch.isdigit() for ch in raw):
-            token, weight = raw.replace(",", "").lower(), _NUMBER_WEIGHT
+            yield raw, raw.replace(",", "").lower(), _NUMBER_WEIGHT
         else:
-            lowered = raw.lower()
+            lowered = _fold(raw.lower())
             if len(lowered) < 2 or lowered in _STOPWORDS:
                 continue
-            token = _stem(lowered)
-            weight = _NAME_WEIGHT if index > 0 and raw[0].isupper() else 1.0
+            yield raw, _stem(lowered), _NAME_WEIGHT if index > 0 and raw[0].isupper() else 1.0
+
+
+def content_tokens(text: str) -> dict[str, float]:
+    """Content tokens of `text` with their weights: numbers exact and heavy, names heavier than words."""
+    tokens: dict[str, float] = {}
+    for _, token, weight in _weighted_tokens(text):
         tokens[token] = max(weight, tokens.get(token, 0.0))
     return tokens
+
+
+_NUMBER_WORDS = {
+    str(n): word
+    for n, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen twenty".split()
+    )
+}
+
+
+def _fold(token: str) -> str:
+    """`token` without accents: "Hervé" and "Herve" are one name."""
+    return "".join(ch for ch in unicodedata.normalize("NFKD", token) if not unicodedata.combining(ch))
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """Whether `a` becomes `b` by one insertion, deletion, substitution or swap of neighbours."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) < len(b):
+        return a[i:] == b[i + 1 :]
+    return a[i + 1 :] == b[i + 1 :] or (a[i + 2 :] == b[i + 2 :] and a[i : i + 2] == b[i : i + 2][::-1])
+
+
+def _mentioned(raw: str, token: str, pool: set[str], words: set[str]) -> bool:
+    """Whether a name or number of the question appears in the sources (`pool`: their content tokens,
+    `words`: their words as written, lowercased and unaccented), allowing for how spellings vary: a
+    derived form sharing 5+ letters from the start ("Californian", "California"), one typo in a word
+    of 6+ letters ("Hatmanis", "Hartmanis"), a small number spelled out ("4", "four"). Otherwise numbers
+    must match exactly: a swapped year is one digit away."""
+    if token in pool:
+        return True
+    if token.replace(".", "").isdigit():
+        return _NUMBER_WORDS.get(token, "") in words
+    word = _fold(raw.lower())
+    for other in words:
+        shorter = min(len(word), len(other))
+        if shorter >= 5 and (word.startswith(other) or other.startswith(word)):
+            return True
+        if shorter >= 5 and max(len(word), len(other)) >= 6 and _one_edit_apart(word, other):
+            return True
+    return False
+
+
+def unseen_question_terms(question: str, source_texts: Sequence[str]) -> list[str]:
+    """The names and numbers of the question that no source contains, as the question spells them.
+
+    A question about a name or a number the sources never mention is about something they do not
+    cover: SQuAD 2.0's unanswerable questions are often the answerable ones with one name swapped."""
+    pool: set[str] = set()
+    words: set[str] = set()
+    for text in source_texts:
+        pool |= set(content_tokens(text))
+        words |= {_fold(m.group().lower()) for m in _TOKEN_RE.finditer(text)}
+    unseen = [
+        raw
+        for raw, token, weight in _weighted_tokens(question)
+        if weight > 1.0 and not _mentioned(raw, token, pool, words)
+    ]
+    return list(dict.fromkeys(unseen))
 
 
 def novel_weight(claim: dict[str, float], allowed: set[str]) -> float:
@@ -340,6 +414,7 @@ class Verifier:
         novel_allowance: float = 1.0,
         replace_min_score: float = 0.45,
         min_grounding: float = 0.6,
+        require_question_terms: bool = True,
     ) -> None:
         if policy not in POLICIES:
             raise ConfigurationError(
@@ -365,6 +440,8 @@ class Verifier:
         # an answer whose additions to the question appear nowhere in the sources was not found there:
         # quoting the passage nearest the question instead would answer a question the sources may not answer
         self.min_grounding = min_grounding
+        # a name or number of the question that no source mentions: the sources are about something else
+        self.require_question_terms = require_question_terms
 
     def score_matrix(self, texts: Sequence[str], spans: Sequence[_Span]) -> np.ndarray:
         """`w * lexical + (1 - w) * semantic` for every (text, span) pair; one embed call per side."""
@@ -391,11 +468,24 @@ class Verifier:
         spans = candidate_spans(sources)
         return float(self.score_matrix([question], spans).max()) if spans else 0.0
 
+    def unseen_terms(self, question: str, sources: Sequence[Source]) -> list[str]:
+        """The question's names and numbers that no source's text or title contains ([] with the check
+        off): `verify` abstains on any, whatever the answer, so the pipeline need not generate one."""
+        if not self.require_question_terms:
+            return []
+        return unseen_question_terms(question, [t for s in sources for t in (s.hit.text, s.hit.title or "")])
+
     def verify(self, question: str, answer: str, sources: Sequence[Source]) -> Verification:
         """Verdicts for every answer sentence, and the answer as the policy leaves it, or an abstention."""
         sentences = split_answer(answer)
         if not sources:
             return self._abstain(self._unscored(sentences), f"{REASON_NO_SOURCES}: nothing was retrieved")
+        unseen = self.unseen_terms(question, sources)
+        if unseen:
+            return self._abstain(
+                self._unscored(sentences),
+                f"{REASON_UNSEEN_TERMS}: no source mentions " + ", ".join(repr(t) for t in unseen),
+            )
         if not sentences or all(is_refusal(s.text) for s in sentences):
             return self._abstain(
                 self._unscored(sentences), f"{REASON_MODEL_ABSTAINED}: the answer says the sources do not answer"

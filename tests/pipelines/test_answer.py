@@ -171,3 +171,19 @@ def test_unknown_or_empty_scope_abstains_without_generating(demo_runtime: Any) -
         assert result.verification.abstained and not result.sources and result.raw_output == ""
         entry = AuditLog(demo_runtime.stores.ledger).get(result.audit_id)
         assert entry.body["generated"] is False
+
+
+def test_a_question_about_a_name_no_source_mentions_abstains_without_generating(demo_runtime: Any) -> None:
+    from pipelines.verify import REASON_UNSEEN_TERMS
+
+    # the Osprey gateway's question with its name swapped: the sources are found, the name is in none
+    result = demo_runtime.answer_pipeline.answer(
+        "What is the default rate limit of the Zanzibar API gateway?", ["demo"]
+    )
+    v = result.verification
+    assert v.abstained and result.answer == ABSTENTION and not v.citations
+    assert v.reason.startswith(REASON_UNSEEN_TERMS) and "'Zanzibar'" in v.reason
+    assert result.sources and result.raw_output == ""
+    entry = AuditLog(demo_runtime.stores.ledger).get(result.audit_id)
+    assert entry.body["generated"] is False and entry.body["reason"] == v.reason
+    assert entry.body["sources"], "the sources read are still recorded"

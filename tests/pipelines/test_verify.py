@@ -17,12 +17,14 @@ from pipelines.verify import (
     REASON_NO_SOURCES,
     REASON_NOTHING_SUPPORTED,
     REASON_UNGROUNDED,
+    REASON_UNSEEN_TERMS,
     Verifier,
     answer_grounding,
     cited_numbers,
     is_refusal,
     split_answer,
     split_sentences,
+    unseen_question_terms,
 )
 
 DOC_PTO = (
@@ -222,8 +224,9 @@ def test_model_refusal_abstains(verifier: Verifier, sources: list[Source]) -> No
     assert result.abstained and result.reason.startswith(REASON_MODEL_ABSTAINED)
 
 
-def test_off_topic_question_abstains_even_with_a_copied_sentence(verifier: Verifier, sources: list[Source]) -> None:
-    result = verifier.verify(
+def test_off_topic_question_abstains_even_with_a_copied_sentence(embedder, sources: list[Source]) -> None:
+    # the question-terms check off: "Apollo" is in no source, which would abstain earlier
+    result = Verifier(embedder, policy="flag", require_question_terms=False).verify(
         "Which rocket engine powered the Apollo lunar module ascent stage?",
         "Lunch is served from noon to 2 pm on weekdays [3].",
         sources,
@@ -266,3 +269,49 @@ def test_an_answer_the_sources_do_not_contain_abstains(verifier: Verifier, sourc
     )
     assert result.abstained and result.reason.startswith(REASON_UNGROUNDED)
     assert result.answer == ABSTENTION and not result.citations
+
+
+def test_unseen_question_terms_are_the_names_and_numbers_no_source_has() -> None:
+    sources = [DOC_OSPREY, DOC_PTO]
+    assert unseen_question_terms("What is the default rate limit of the Osprey gateway?", sources) == []
+    # a swapped name, a number the sources never give; ordinary words and the first word do not count
+    assert unseen_question_terms("What rate limit did Heron set for 2019 enterprise customers?", sources) == [
+        "Heron",
+        "2019",
+    ]
+    assert unseen_question_terms("Which gateway answers HTTP 429 and HTTP 503?", sources) == ["503"]
+    # case and plural do not matter; a source title counts as source text
+    assert unseen_question_terms("How many Requests does Osprey allow?", ["osprey: requests per minute"]) == []
+    assert unseen_question_terms("What does the Cafeteria serve?", [DOC_CAFE]) == []
+    assert unseen_question_terms("When is Lunch served?", []) == ["Lunch"]
+
+
+@pytest.mark.parametrize(
+    ("question", "source", "unseen"),
+    [
+        ("When did Herve serve as a general?", "Hervé was a Byzantine general.", []),  # accents
+        ("Which Californian city is inland?", "San Bernardino, California, is inland.", []),  # derived form
+        ("When was Hatmanis's work received?", "Hartmanis and Stearns wrote it.", []),  # one typo, 6+ letters
+        ("Who bought the 4 packages?", "Sky bought four packages.", []),  # a small number spelled out
+        ("Who bought the 4 packages?", "Sky bought forty packages.", ["4"]),
+        ("What happened in 1169?", "The Normans invaded Ireland in 1170.", ["1169"]),  # numbers stay exact
+        ("Who was Margaret's brother?", "Malcolm was Edgar's brother.", ["Margaret"]),
+        ("Where does Edgar live?", "Edward lives in York.", ["Edgar"]),  # short names need the exact name
+        ("What did Ottoman rulers do?", "The Ottomans ruled Cyprus.", []),  # plural
+    ],
+)
+def test_unseen_question_terms_allow_for_spelling_not_for_other_names(
+    question: str, source: str, unseen: list[str]
+) -> None:
+    assert unseen_question_terms(question, [source]) == unseen
+
+
+def test_a_question_about_something_no_source_mentions_abstains(embedder, sources: list[Source]) -> None:
+    question = "What is the default rate limit of the Heron gateway?"
+    answer = "The default rate limit is 900 requests per minute per API key [2]."
+    result = Verifier(embedder, policy="extractive").verify(question, answer, sources)
+    assert result.abstained and result.answer == ABSTENTION and not result.citations
+    assert result.reason.startswith(REASON_UNSEEN_TERMS) and "'Heron'" in result.reason
+    # with the check off, the same answer is kept, supported by the Osprey source it quotes
+    kept = Verifier(embedder, policy="extractive", require_question_terms=False).verify(question, answer, sources)
+    assert not kept.abstained and kept.sentences[0].supported
