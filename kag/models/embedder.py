@@ -53,8 +53,8 @@ class SentenceTransformerEmbedder:
     """sentence-transformers model from a local path, offline, batched and normalized.
 
     With `runtime="onnx"` (CPU only), calls of at most `onnx_max_texts` texts (queries, entity
-    names) run through the same weights exported to ONNX (`kag.models.onnx_runtime`), several times
-    faster than torch for one short text; bulk embedding stays on torch. The export is written to
+    names) run through the same weights exported to ONNX (`kag.models.onnx_runtime`), two to three
+    times faster than torch for short texts; bulk embedding stays on torch. The export is written to
     `onnx_cache_dir` once and checked against torch on every load; a model it does not reproduce
     stays on torch, with a warning. `runtime_used` says which one serves short calls."""
 

@@ -1,7 +1,7 @@
 """The embedding model's transformer exported once to ONNX and run by ONNX Runtime.
 
 Same weights, float32, same tokenizer and pooling: the vectors equal torch's to about 1e-6, and a
-short query is encoded several times faster than through torch (`scripts/bench_embed.py`). The
+short query is encoded about twice as fast as through torch (`scripts/bench_embed.py`). The
 export is checked against the torch model on probe texts before it is used; a model whose
 pooling this module does not reproduce fails that check and stays on torch.
 """
