@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     embedding_runtime: Literal["onnx", "torch"] = Field(
         "onnx",
         description="What encodes short texts (queries, entity names) on the CPU: `onnx` runs the model's own "
-        "weights exported once to ONNX (checked against torch on load; about 2x faster for one query, nearly 3x for two side by side), `torch` "
-        "the model as loaded. Bulk embedding always runs on torch.",
+        "weights exported once to ONNX (checked against torch on load; about 2x faster for one query, nearly 3x "
+        "for two side by side), `torch` the model as loaded. Bulk embedding always runs on torch.",
     )
     embedding_onnx_threads: int = Field(
         1,
