@@ -284,11 +284,11 @@ def _mentioned(raw: str, token: str, pool: set[str], words: set[str]) -> bool:
     """Whether a name or number of the question appears in the sources (`pool`: their content tokens,
     `words`: their words as written, lowercased and unaccented), allowing for how spellings vary: a
     derived form sharing 5+ letters from the start ("Californian", "California"), one typo in a word
-    of 6+ letters ("Hatmanis", "Hartmanis"), a small number spelled out ("4", "four"). Otherwise numbers
-    must match exactly: a swapped year is one digit away."""
+    of 6+ letters ("Hatmanis", "Hartmanis"), a small number spelled out ("4", "four"). Otherwise a word
+    with a digit must match exactly: a swapped year or model number is one character away."""
     if token in pool:
         return True
-    if token.replace(".", "").isdigit():
+    if any(ch.isdigit() for ch in token):  # numbers and codes ("A320", "INC-3107") only exactly
         return _NUMBER_WORDS.get(token, "") in words
     word = _fold(raw.lower())
     for other in words:

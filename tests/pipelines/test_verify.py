@@ -295,6 +295,7 @@ def test_unseen_question_terms_are_the_names_and_numbers_no_source_has() -> None
         ("Who bought the 4 packages?", "Sky bought four packages.", []),  # a small number spelled out
         ("Who bought the 4 packages?", "Sky bought forty packages.", ["4"]),
         ("What happened in 1169?", "The Normans invaded Ireland in 1170.", ["1169"]),  # numbers stay exact
+        ("What is the range of the A321neo?", "The A320neo flies 6,300 km.", ["A321neo"]),  # and codes
         ("Who was Margaret's brother?", "Malcolm was Edgar's brother.", ["Margaret"]),
         ("Where does Edgar live?", "Edward lives in York.", ["Edgar"]),  # short names need the exact name
         ("What did Ottoman rulers do?", "The Ottomans ruled Cyprus.", []),  # plural
