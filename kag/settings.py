@@ -127,10 +127,11 @@ class Settings(BaseSettings):
         0.45, ge=0, le=1, description="Least evidence score of the best source below which kag abstains."
     )
     verify_novel_words: float = Field(
-        1.0,
+        0.0,
         ge=0,
         description="Content words a supported sentence may add beyond its evidence, the question and the source "
-        "title (names weigh 1.5, numbers 2); a sentence adding more is unsupported whatever its score.",
+        "title (words weigh 1, names 1.5, numbers 2); a sentence adding more is unsupported whatever its score. "
+        "0: none (a paraphrase is replaced by the source's own sentence under `extractive`).",
     )
     verify_min_grounding: float = Field(
         0.6,

@@ -411,7 +411,7 @@ class Verifier:
         support_threshold: float = 0.6,
         abstain_threshold: float = 0.45,
         lexical_weight: float = 0.5,
-        novel_allowance: float = 1.0,
+        novel_allowance: float = 0.0,
         replace_min_score: float = 0.45,
         min_grounding: float = 0.6,
         require_question_terms: bool = True,
@@ -434,7 +434,8 @@ class Verifier:
         self.support_threshold = support_threshold
         self.abstain_threshold = abstain_threshold
         self.lexical_weight = lexical_weight
-        # one ordinary word of paraphrase ("get" for "accrue") passes; an invented name or number never does
+        # 0 (the default): a sentence may add no content word to its evidence; "1.5 days of paid sick leave"
+        # against "1.5 days of PTO" is unsupported. 1 lets one ordinary word of paraphrase through
         self.novel_allowance = novel_allowance
         self.replace_min_score = replace_min_score
         # an answer whose additions to the question appear nowhere in the sources was not found there:
