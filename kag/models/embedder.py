@@ -73,6 +73,10 @@ class SentenceTransformerEmbedder:
             raise ValueError("batch_size must be >= 1")
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        if onnx_threads < 1:
+            raise ValueError("onnx_threads must be >= 1")
+        if onnx_max_texts < 0:
+            raise ValueError("onnx_max_texts must be >= 0")
         self.model_path = model_path or bundled_embedding_model_path()
         # a stable name for fingerprints: the bundled model's folder is just called "model"
         self._name = model_path or "sentence-transformers/all-MiniLM-L6-v2"

@@ -117,7 +117,7 @@ class OnnxEncoder:
         except ImportError as exc:  # pragma: no cover - a declared dependency
             raise MissingDependencyError("onnxruntime is not installed", hint="pip install onnxruntime") from exc
         options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # idle pool threads sleep instead of spinning: the hybrid retriever encodes the query and its

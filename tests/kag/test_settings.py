@@ -67,9 +67,12 @@ def test_lexical_title_boost_reaches_the_full_text_index(tmp_path: Path) -> None
         rt.close()
 
 
-def test_an_unknown_embedding_runtime_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KAG_EMBEDDING_RUNTIME", "tensorrt")
-    with pytest.raises(ValidationError, match="embedding_runtime"):
+@pytest.mark.parametrize(
+    ("name", "value"), [("KAG_EMBEDDING_RUNTIME", "tensorrt"), ("KAG_EMBEDDING_ONNX_THREADS", "0")]
+)
+def test_bad_embedding_runtime_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name.removeprefix("KAG_").lower()):
         Settings(_env_file=None)
 
 

@@ -134,9 +134,17 @@ def test_an_unusable_cache_folder_leaves_the_embedder_on_torch(
     np.testing.assert_allclose(model.embed(TEXTS[:2]), torch_embedder.embed(TEXTS[:2]), atol=1e-6)
 
 
-def test_an_unknown_runtime_is_refused() -> None:
-    with pytest.raises(ValueError, match="runtime must be one of torch, onnx"):
-        SentenceTransformerEmbedder(runtime="tensorrt")
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"runtime": "tensorrt"}, "runtime must be one of torch, onnx"),
+        ({"runtime": "onnx", "onnx_threads": 0}, "onnx_threads must be >= 1"),
+        ({"runtime": "onnx", "onnx_max_texts": -1}, "onnx_max_texts must be >= 0"),
+    ],
+)
+def test_bad_runtime_options_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SentenceTransformerEmbedder(**kwargs)  # type: ignore[arg-type]
 
 
 def test_the_fingerprint_follows_the_model_folder(tmp_path: Path) -> None:
