@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         200, ge=1, description="Candidates each retriever returns before fusion (tuned: docs/evaluation.md)."
     )
     rrf_k: int = Field(5, ge=1, description="Reciprocal-rank-fusion constant k in w / (k + rank) (tuned).")
-    weight_dense: float = Field(1.0, ge=0, description="Fusion weight of the dense (Qdrant) retriever (tuned).")
+    weight_dense: float = Field(1.5, ge=0, description="Fusion weight of the dense (Qdrant) retriever (tuned).")
     weight_lexical: float = Field(1.0, ge=0, description="Fusion weight of the lexical (Tantivy BM25) retriever.")
     weight_graph: float = Field(
         0.25, ge=0, description="Fusion weight of the knowledge-graph retriever; 0 leaves it out (tuned)."
@@ -272,9 +272,9 @@ class Settings(BaseSettings):
 
     # --- retrieval fusion and evaluation (tuned on SciFact train queries: docs/evaluation.md) ---
     fusion: str = Field(
-        "rrf",
-        description="How the hybrid retriever fuses rankings: `rrf` (weighted reciprocal rank) or `score` "
-        "(weighted sum of min-max normalised scores).",
+        "zscore",
+        description="How the hybrid retriever fuses rankings: `rrf` (weighted reciprocal rank), `score` "
+        "(weighted sum of min-max normalised scores) or `zscore` (weighted sum of each list's z-scores; tuned).",
     )
     fusion_document_weight: float = Field(
         0.0,
@@ -294,6 +294,15 @@ class Settings(BaseSettings):
     depth_graph: int | None = Field(
         50, ge=1, description="Candidates of the graph retriever (tuned); unset: KAG_RETRIEVAL_DEPTH."
     )
+    dense_feedback_chunks: int = Field(
+        0,
+        ge=0,
+        description="Pseudo-relevance feedback: the dense retriever searches again with its query vector moved "
+        "toward the mean vector of the first fusion's top N chunks, and the hybrid fuses that ranking (0: off).",
+    )
+    dense_feedback_weight: float = Field(
+        1.0, ge=0, description="Weight of the feedback chunks' mean vector added to the query vector (Rocchio)."
+    )
 
     @field_validator("chunk_overlap")
     @classmethod
@@ -307,8 +316,8 @@ class Settings(BaseSettings):
     @field_validator("fusion")
     @classmethod
     def _known_fusion(cls, value: str) -> str:
-        if value not in ("rrf", "score"):
-            raise ValueError(f"fusion must be `rrf` or `score`, got {value!r}")
+        if value not in ("rrf", "score", "zscore"):
+            raise ValueError(f"fusion must be `rrf`, `score` or `zscore`, got {value!r}")
         return value
 
     # --- derived -------------------------------------------------------------------------

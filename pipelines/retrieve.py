@@ -35,6 +35,21 @@ class QueryEntityExtractor(Protocol):
     def extract(self, chunks: Sequence[ChunkDraft]) -> GraphExtraction: ...
 
 
+@runtime_checkable
+class FeedbackRetriever(Retriever, Protocol):
+    """A vector retriever that can search again from a query vector moved toward feedback chunks."""
+
+    def query_vector(self, query: str) -> np.ndarray: ...
+
+    def search_vector(
+        self, vector: np.ndarray, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
+    ) -> list[ScoredChunk]: ...
+
+    def feedback_vector(
+        self, query_vector: np.ndarray, chunk_ids: Sequence[str], weight: float
+    ) -> np.ndarray | None: ...
+
+
 class DenseRetriever:
     """Cosine similarity of query and chunk embeddings in Qdrant."""
 
@@ -42,12 +57,33 @@ class DenseRetriever:
         self.embedder = embedder
         self.vectors = vectors
 
+    def query_vector(self, query: str) -> np.ndarray:
+        return self.embedder.embed([query])[0]
+
+    def search_vector(
+        self, vector: np.ndarray, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
+    ) -> list[ScoredChunk]:
+        if not collections or document_ids is not None and not document_ids:
+            return []
+        return self.vectors.search(vector, k, collections, document_ids)
+
     def retrieve(
         self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
     ) -> list[ScoredChunk]:
         if not collections or not query.strip() or document_ids is not None and not document_ids:
             return []
-        return self.vectors.search(self.embedder.embed([query])[0], k, collections, document_ids)
+        return self.search_vector(self.query_vector(query), k, collections, document_ids)
+
+    def feedback_vector(self, query_vector: np.ndarray, chunk_ids: Sequence[str], weight: float) -> np.ndarray | None:
+        """Rocchio feedback: the query vector plus `weight` times the mean stored vector of `chunk_ids`, at unit
+        length; None when none of those chunks has a stored vector (the caller keeps its first ranking)."""
+        stored = self.vectors.vectors(chunk_ids)
+        found = [stored[c] for c in dict.fromkeys(chunk_ids) if c in stored]
+        if not found:
+            return None
+        moved = np.asarray(query_vector, dtype=np.float32) + weight * np.mean(found, axis=0, dtype=np.float32)
+        norm = float(np.linalg.norm(moved))
+        return moved / norm if norm > 0 else None
 
 
 class LexicalRetriever:
@@ -327,8 +363,37 @@ def score_fusion(
     return _combine(components, _merge_meta(rankings), document_weight)
 
 
+def zscore_fusion(
+    rankings: Mapping[str, Sequence[ScoredChunk]],
+    *,
+    weights: Mapping[str, float] | None = None,
+    document_weight: float = 0.0,
+) -> list[ScoredChunk]:
+    """Z-score fusion: score(d) = sum_r w_r * (score_r(d) - mean_r) / sd_r, the mean and standard deviation
+    of each list's own scores; a chunk a list did not return adds nothing to it, as if it scored that
+    list's mean (plus document evidence: see `_combine`). Unlike min-max, one outlying best hit does
+    not squash the rest of its list."""
+    components: dict[str, dict[str, float]] = {}
+    for name, ranking in rankings.items():
+        if not ranking:
+            continue
+        weight = 1.0 if weights is None else weights.get(name, 1.0)
+        values = np.asarray([hit.score for hit in ranking], dtype=np.float64)
+        mean, spread = float(values.mean()), float(values.std())
+        parts = components[name] = {}
+        for hit, value in zip(ranking, values, strict=True):
+            # a list whose scores are all equal (or a single hit) says only "these", not "in this order"
+            z = (float(value) - mean) / spread if spread > 0 else 0.0
+            if hit.chunk_id not in parts:  # a chunk listed twice counts at its first (best) place
+                parts[hit.chunk_id] = weight * z
+    return _combine(components, _merge_meta(rankings), document_weight)
+
+
+#: the audit trace's name for the dense ranking before pseudo-relevance feedback
+FIRST_PASS_DENSE = "dense (before feedback)"
+
 #: fusion methods by their `KAG_FUSION` name
-FUSION_METHODS = ("rrf", "score")
+FUSION_METHODS = ("rrf", "score", "zscore")
 
 
 def fuse(
@@ -347,6 +412,8 @@ def fuse(
         return reciprocal_rank_fusion(active, weights=weights, k=rrf_k, document_weight=document_weight)
     if method == "score":
         return score_fusion(active, weights=weights, document_weight=document_weight)
+    if method == "zscore":
+        return zscore_fusion(active, weights=weights, document_weight=document_weight)
     raise ConfigurationError(
         f"unknown fusion method {method!r}", hint=f"KAG_FUSION is one of {', '.join(FUSION_METHODS)}"
     )
@@ -372,7 +439,13 @@ class HybridRetriever:
 
     The retrievers run side by side on a shared thread pool (`parallel`, the default): the embedding
     model, Qdrant and Tantivy release the GIL while they work, so a query costs about its slowest
-    retriever rather than their sum."""
+    retriever rather than their sum.
+
+    With `feedback_chunks` > 0 (pseudo-relevance feedback, Rocchio), the dense retriever searches a
+    second time from its query vector plus `feedback_weight` times the mean stored vector of the
+    first fusion's top `feedback_chunks` chunks, and the fusion is redone with that ranking: what the
+    lexical and graph retrievers agree on pulls the dense search toward documents that share its
+    vocabulary without sharing the query's words. The cost is one more vector search."""
 
     def __init__(
         self,
@@ -385,6 +458,8 @@ class HybridRetriever:
         depths: Mapping[str, int] | None = None,
         parallel: bool = True,
         document_weight: float = 0.0,
+        feedback_chunks: int = 0,
+        feedback_weight: float = 1.0,
     ) -> None:
         if fusion not in FUSION_METHODS:
             raise ConfigurationError(
@@ -401,6 +476,14 @@ class HybridRetriever:
         if document_weight < 0:
             raise ConfigurationError(f"document_weight must be >= 0, got {document_weight}")
         self.document_weight = document_weight
+        if feedback_chunks < 0 or feedback_weight < 0:
+            raise ConfigurationError(
+                f"dense feedback needs chunks >= 0 and weight >= 0, got {feedback_chunks} and {feedback_weight}"
+            )
+        # pseudo-relevance feedback: the dense retriever searches a second time, its query vector moved
+        # toward the first fusion's top `feedback_chunks` chunks (0: off)
+        self.feedback_chunks = feedback_chunks
+        self.feedback_weight = feedback_weight
 
     def retrieve(
         self, query: str, k: int, collections: Collection[str], document_ids: Collection[str] | None = None
@@ -426,10 +509,24 @@ class HybridRetriever:
         # a retriever of weight 0 takes no part, so it is not run at all; one returns at least k, so a
         # caller asking for more than the depth still gets k
         active = [name for name in self.retrievers if self.weights.get(name, 1.0) > 0]
+        dense = self.retrievers.get("dense")
+        feedback = dense if self.feedback_chunks > 0 and "dense" in active and query.strip() else None
+        if feedback is not None and not isinstance(feedback, FeedbackRetriever):
+            raise ConfigurationError(
+                f"dense feedback needs a retriever with query vectors, got {type(feedback).__name__}",
+                hint="set KAG_DENSE_FEEDBACK_CHUNKS=0",
+            )
+        query_vectors: list[np.ndarray] = []
+
+        def depth_of(name: str) -> int:
+            return max(k, self.depths.get(name, self.depth))
 
         def run(name: str) -> list[ScoredChunk]:
-            depth = max(k, self.depths.get(name, self.depth))
-            return self.retrievers[name].retrieve(query, depth, collections, document_ids)
+            if feedback is not None and name == "dense":
+                # keep the query vector: the feedback search starts from it
+                query_vectors.append(feedback.query_vector(query))
+                return feedback.search_vector(query_vectors[0], depth_of(name), collections, document_ids)
+            return self.retrievers[name].retrieve(query, depth_of(name), collections, document_ids)
 
         if self.parallel and len(active) > 1:
             futures = {name: _submit(run, name) for name in active}
@@ -441,7 +538,19 @@ class HybridRetriever:
         fused = fuse(
             rankings, method=self.fusion, weights=weights, rrf_k=self.rrf_k, document_weight=self.document_weight
         )
-        return fused, rankings
+        if feedback is None or not fused or not query_vectors:
+            return fused, rankings
+        moved = feedback.feedback_vector(
+            query_vectors[0], [h.chunk_id for h in fused[: self.feedback_chunks]], self.feedback_weight
+        )
+        if moved is None:
+            return fused, rankings
+        rankings["dense"] = feedback.search_vector(moved, depth_of("dense"), collections, document_ids)
+        fused = fuse(
+            rankings, method=self.fusion, weights=weights, rrf_k=self.rrf_k, document_weight=self.document_weight
+        )
+        # the audit trace shows both dense rankings; the first took no part in the final fusion
+        return fused, {**rankings, FIRST_PASS_DENSE: found["dense"]}
 
 
 def hydrate(ledger: Ledger, hits: Sequence[ScoredChunk]) -> list[SearchHit]:

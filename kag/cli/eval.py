@@ -295,7 +295,15 @@ def _settings_snapshot(s: Settings) -> dict[str, Any]:
         "rerank",
         "rerank_depth",
     )
-    optional = ("fusion", "fusion_document_weight", "depth_dense", "depth_lexical", "depth_graph")
+    optional = (
+        "fusion",
+        "fusion_document_weight",
+        "depth_dense",
+        "depth_lexical",
+        "depth_graph",
+        "dense_feedback_chunks",
+        "dense_feedback_weight",
+    )
     extra = {k: getattr(s, k) for k in optional if hasattr(s, k)}
     return {k: getattr(s, k) for k in keys} | extra
 
@@ -355,6 +363,8 @@ class SetupBuilder:
                 rrf_k=full.rrf_k,
                 fusion=full.fusion,
                 document_weight=full.document_weight,
+                feedback_chunks=full.feedback_chunks,
+                feedback_weight=full.feedback_weight,
                 depths={n: d for n, d in full.depths.items() if n in spec.retrievers},
             )
             params |= _hybrid_params(retriever)
@@ -392,15 +402,18 @@ def _hybrid_params(r: Any) -> dict[str, Any]:
         "fusion": r.fusion,
         "rrf_k": r.rrf_k,
         "document_weight": r.document_weight,
+        "dense_feedback": {"chunks": r.feedback_chunks, "weight": r.feedback_weight},
         "retriever_depth": {n: r.depths.get(n, r.depth) for n in r.retrievers},
     }
 
 
 def _describe_hybrid(r: Any) -> str:
     parts = [f"{n}×{r.weights.get(n, 1.0):g}" for n in r.retrievers if r.weights.get(n, 1.0) > 0]
-    how = f"RRF k={r.rrf_k}" if r.fusion == "rrf" else "relative score fusion"
+    how = {"rrf": f"RRF k={r.rrf_k}", "score": "relative score fusion", "zscore": "z-score fusion"}[r.fusion]
     if r.document_weight > 0:
         how += f", document evidence ×{r.document_weight:g}"
+    if r.feedback_chunks > 0 and r.weights.get("dense", 1.0) > 0 and "dense" in r.retrievers:
+        how += f", dense feedback from the top {r.feedback_chunks} (×{r.feedback_weight:g})"
     return f"{' + '.join(parts)}, {how}"
 
 
@@ -426,7 +439,7 @@ def tune_command(
     dataset: DatasetOpt,
     split: SplitOpt = "train",
     limit_queries: LimitOpt = None,
-    fusion: Annotated[str, typer.Option(help="Fusion methods to try (rrf, score).")] = "rrf,score",
+    fusion: Annotated[str, typer.Option(help="Fusion methods to try (rrf, score, zscore).")] = "rrf,score,zscore",
     rrf_k: Annotated[str, typer.Option(help="RRF k values.")] = "10,30,60,100",
     weight_dense: Annotated[str, typer.Option(help="Dense weights (lexical weight is --weight-lexical).")] = (
         "0.5,0.75,1,1.25,1.5,2"
@@ -480,7 +493,7 @@ def _tune(
     unknown = [m for m in methods if m not in FUSION_METHODS]
     if unknown or not methods:
         raise EvaluationError(
-            f"unknown fusion method(s) {', '.join(unknown) or repr(fusion)}", hint="use rrf and/or score"
+            f"unknown fusion method(s) {', '.join(unknown) or repr(fusion)}", hint="use rrf, score and/or zscore"
         )
     grid = Grid(
         fusion=methods,

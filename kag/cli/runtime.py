@@ -167,6 +167,8 @@ class Runtime:
             rrf_k=s.rrf_k,
             fusion=s.fusion,
             document_weight=s.fusion_document_weight,
+            feedback_chunks=s.dense_feedback_chunks,
+            feedback_weight=s.dense_feedback_weight,
             depths={
                 name: d
                 for name, d in (("dense", s.depth_dense), ("lexical", s.depth_lexical), ("graph", s.depth_graph))

@@ -89,7 +89,7 @@ class FusionConfig:
     document_weight: float = 0.0
 
     def label(self) -> str:
-        fusion = f"rrf k={self.rrf_k}" if self.fusion == "rrf" else "score"
+        fusion = f"rrf k={self.rrf_k}" if self.fusion == "rrf" else self.fusion
         graph = f" g={self.weight_graph:g}@{self.graph_hops}h/{self.depth_graph}" if self.weight_graph > 0 else ""
         document = f" doc={self.document_weight:g}" if self.document_weight > 0 else ""
         return (

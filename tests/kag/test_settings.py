@@ -50,9 +50,12 @@ def test_database_url_setting_wins() -> None:
     assert s.resolved_database_url == "postgresql+psycopg://u@h/db"
 
 
-@pytest.mark.parametrize("name", ["KAG_LEXICAL_TITLE_BOOST", "KAG_FUSION_DOCUMENT_WEIGHT"])
+@pytest.mark.parametrize(
+    "name",
+    ["KAG_LEXICAL_TITLE_BOOST", "KAG_FUSION_DOCUMENT_WEIGHT", "KAG_DENSE_FEEDBACK_CHUNKS", "KAG_DENSE_FEEDBACK_WEIGHT"],
+)
 def test_negative_fusion_and_boost_weights_are_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    monkeypatch.setenv(name, "-0.5")
+    monkeypatch.setenv(name, "-1" if name.endswith("CHUNKS") else "-0.5")
     with pytest.raises(ValidationError, match=name.removeprefix("KAG_").lower()):
         Settings(_env_file=None)
 
@@ -99,3 +102,53 @@ def test_the_question_terms_check_reaches_the_verifier(monkeypatch: pytest.Monke
     rt = Runtime(Settings(_env_file=None))
     rt.__dict__["embedder"] = object()  # the verifier only keeps it; no model is loaded for this check
     assert rt.verifier("flag").require_question_terms is value
+
+
+def test_dense_feedback_settings_reach_the_hybrid_retriever(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, embedder: object
+) -> None:
+    from kag.cli.runtime import Runtime
+    from pipelines.retrieve import HybridRetriever
+
+    monkeypatch.setenv("KAG_DENSE_FEEDBACK_CHUNKS", "4")
+    monkeypatch.setenv("KAG_DENSE_FEEDBACK_WEIGHT", "0.75")
+    rt = Runtime(Settings(_env_file=None, data_dir=tmp_path))
+    rt.__dict__["embedder"] = embedder  # the session's model, not a second load
+    rt.__dict__["query_extractor"] = object()  # the graph retriever only keeps it
+    try:
+        hybrid = rt.retriever("hybrid")
+        assert isinstance(hybrid, HybridRetriever)
+        assert (hybrid.feedback_chunks, hybrid.feedback_weight) == (4, 0.75)
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("method", ["rrf", "score", "zscore"])
+def test_each_fusion_method_reaches_the_hybrid_retriever(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, embedder: object, method: str
+) -> None:
+    from kag.cli.runtime import Runtime
+    from pipelines.retrieve import HybridRetriever
+
+    monkeypatch.setenv("KAG_FUSION", method)
+    rt = Runtime(Settings(_env_file=None, data_dir=tmp_path))
+    rt.__dict__["embedder"] = embedder
+    rt.__dict__["query_extractor"] = object()
+    try:
+        hybrid = rt.retriever("hybrid")
+        assert isinstance(hybrid, HybridRetriever) and hybrid.fusion == method
+    finally:
+        rt.close()
+
+
+def test_an_unknown_fusion_method_is_refused_with_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAG_FUSION", "borda")
+    with pytest.raises(ValidationError, match="fusion must be `rrf`, `score` or `zscore`"):
+        Settings(_env_file=None)
+
+
+def test_the_shipped_fusion_is_the_one_tuned_on_scifact_train() -> None:
+    # docs/evaluation.md, step 4: z-score fusion, dense 1.5, lexical 1, graph 0.25, depth 200 (graph 50)
+    s = Settings(_env_file=None)
+    assert (s.fusion, s.weight_dense, s.weight_lexical, s.weight_graph) == ("zscore", 1.5, 1.0, 0.25)
+    assert (s.retrieval_depth, s.depth_graph, s.dense_feedback_chunks) == (200, 50, 0)

@@ -103,6 +103,28 @@ def test_access_scope_never_returns_another_collections_text(demo_runtime: Any) 
     assert any(s.hit.document_id in secret_docs and "osprey" in s.hit.source_uri for s in opened.sources)
 
 
+def test_dense_feedback_keeps_the_access_scope_and_traces_both_dense_rankings(demo_runtime: Any) -> None:
+    from pipelines.retrieve import FIRST_PASS_DENSE, HybridRetriever
+
+    ledger = demo_runtime.stores.ledger
+    public_chunks = {c.id for d in ledger.documents("public") for c in ledger.chunks_of(d.id)}
+    retriever = demo_runtime.answer_pipeline.retriever
+    assert isinstance(retriever, HybridRetriever) and retriever.feedback_chunks == 0  # off by default
+    retriever.feedback_chunks = 3
+    try:
+        result = demo_runtime.answer_pipeline.answer(
+            "What is the default rate limit of the Osprey API gateway?", ["public"]
+        )
+    finally:
+        retriever.feedback_chunks = 0
+    per_retriever = AuditLog(ledger).get(result.audit_id).body["retrieval"]["per_retriever"]
+    # the second dense search ran from the moved query, inside the caller's collection like the first
+    assert per_retriever["dense"] and per_retriever[FIRST_PASS_DENSE]
+    traced = {chunk_id for hits in per_retriever.values() for chunk_id, _ in hits}
+    assert traced <= public_chunks
+    assert "900" not in result.prompt
+
+
 def test_metadata_filter_restricts_sources_to_the_document(demo_runtime: Any) -> None:
     ledger = demo_runtime.stores.ledger
     doc = next(d for d in ledger.documents("demo") if d.source_uri.endswith("on-call.md"))

@@ -321,3 +321,130 @@ def test_graph_retriever_returns_nothing_without_entities_scope_or_documents() -
     hub = GraphRetriever(Entities("Hub"), graphs)  # type: ignore[arg-type]
     assert hub.retrieve("q", 5, []) == [] and hub.retrieve("q", 5, ["c"], set()) == []
     assert graphs.asked == []  # none of them loaded a graph
+
+
+class FixedQueryEmbedder:
+    """Maps every text to one given vector and counts the calls (the Embedder protocol)."""
+
+    def __init__(self, vector: list[float]) -> None:
+        self.vector = np.asarray(vector, dtype=np.float32)
+        self.calls = 0
+
+    @property
+    def dim(self) -> int:
+        return len(self.vector)
+
+    @property
+    def name(self) -> str:
+        return "fixed"
+
+    def embed(self, texts: Any) -> np.ndarray:
+        self.calls += 1
+        return np.stack([self.vector for _ in texts])
+
+
+@pytest.fixture
+def feedback_index(tmp_path: Any) -> Any:
+    """A real Qdrant Edge shard of three chunks with hand-made unit vectors."""
+    from kag.records import IndexedChunk
+    from kag.stores.vector import EdgeVectorIndex
+
+    vectors = np.asarray([[0.8, 0.6, 0.0], [0.6, 0.0, 0.8], [0.0, 0.0, 1.0]], dtype=np.float32)
+    chunks = [IndexedChunk(c, f"doc-{c}", "hr", c) for c in ("a", "b", "c")]
+    with EdgeVectorIndex(tmp_path / "qdrant", 3) as index:
+        index.upsert(chunks, vectors)
+        yield index
+
+
+def test_dense_feedback_searches_again_from_the_query_moved_toward_the_top_fused_chunks(feedback_index) -> None:
+    from pipelines.retrieve import FIRST_PASS_DENSE, DenseRetriever
+
+    embedder = FixedQueryEmbedder([1.0, 0.0, 0.0])
+    dense = DenseRetriever(embedder, feedback_index)
+    lexical = Fixed(["b"])
+    plain = HybridRetriever({"dense": dense, "lexical": lexical}, rrf_k=1, depth=3)
+    fused, rankings = plain.retrieve_traced("q", 3, ["hr"])
+    # query . a = 0.8, . b = 0.6, . c = 0; lexical puts b first, so the fusion's top chunk is b
+    assert [h.chunk_id for h in rankings["dense"]] == ["a", "b", "c"]
+    assert [h.chunk_id for h in fused] == ["b", "a", "c"]
+    assert FIRST_PASS_DENSE not in rankings
+
+    embedder.calls = 0
+    hybrid = HybridRetriever(
+        {"dense": dense, "lexical": lexical}, rrf_k=1, depth=3, feedback_chunks=1, feedback_weight=1.0
+    )
+    fused, rankings = hybrid.retrieve_traced("q", 3, ["hr"])
+    # moved query: (1, 0, 0) + b = (1.6, 0, 0.8), unit length; cosines b 0.894 > a 0.716 > c 0.447
+    assert [h.chunk_id for h in rankings["dense"]] == ["b", "a", "c"]
+    assert [round(h.score, 3) for h in rankings["dense"]] == [0.894, 0.716, 0.447]
+    assert [h.chunk_id for h in rankings[FIRST_PASS_DENSE]] == ["a", "b", "c"]
+    # the first-pass ranking is only traced: b is first in both fused lists now, a second, c third
+    assert [h.chunk_id for h in fused] == ["b", "a", "c"]
+    assert fused[0].score == pytest.approx(1 / 2 + 1 / 2)
+    assert embedder.calls == 1  # the query is embedded once; the second search reuses its vector
+
+    # the second search keeps the caller's document filter
+    _, rankings = hybrid.retrieve_traced("q", 3, ["hr"], {"doc-a"})
+    assert [h.chunk_id for h in rankings["dense"]] == [h.chunk_id for h in rankings[FIRST_PASS_DENSE]] == ["a"]
+    # and the caller's collections: nothing of "hr" comes back for a caller who may read only "other"
+    _, rankings = hybrid.retrieve_traced("q", 3, ["other"])
+    assert rankings["dense"] == []
+
+
+def test_dense_feedback_keeps_the_first_ranking_when_the_top_chunks_have_no_vector(feedback_index) -> None:
+    from pipelines.retrieve import FIRST_PASS_DENSE, DenseRetriever
+
+    dense = DenseRetriever(FixedQueryEmbedder([1.0, 0.0, 0.0]), feedback_index)
+    # "zz" is ranked first by lexical but has no stored vector: there is nothing to move toward
+    hybrid = HybridRetriever(
+        {"dense": dense, "lexical": Fixed(["zz"])}, weights={"lexical": 5.0}, rrf_k=1, depth=3, feedback_chunks=1
+    )
+    fused, rankings = hybrid.retrieve_traced("q", 3, ["hr"])
+    assert [h.chunk_id for h in fused][0] == "zz"
+    assert [h.chunk_id for h in rankings["dense"]] == ["a", "b", "c"]
+    assert FIRST_PASS_DENSE not in rankings
+
+
+def test_dense_feedback_is_refused_with_bad_values_or_a_retriever_without_vectors() -> None:
+    with pytest.raises(ConfigurationError, match="feedback"):
+        HybridRetriever({"dense": Fixed(["a"])}, feedback_chunks=-1)
+    with pytest.raises(ConfigurationError, match="feedback"):
+        HybridRetriever({"dense": Fixed(["a"])}, feedback_chunks=2, feedback_weight=-0.5)
+    hybrid = HybridRetriever({"dense": Fixed(["a"]), "lexical": Fixed(["b"])}, feedback_chunks=2)
+    with pytest.raises(ConfigurationError, match="query vectors") as info:
+        hybrid.retrieve("q", 3, ["hr"])
+    assert "KAG_DENSE_FEEDBACK_CHUNKS=0" in (info.value.hint or "")
+
+
+def test_zscore_fusion_by_hand() -> None:
+    from pipelines.retrieve import zscore_fusion
+
+    # dense scores 0.9, 0.6, 0.3: mean 0.6, sd sqrt(0.06) = 0.2449 -> z = 1.2247, 0, -1.2247
+    dense = [ScoredChunk("a", 0.9, "d1"), ScoredChunk("b", 0.6, "d2"), ScoredChunk("c", 0.3, "d3")]
+    # lexical BM25 scores 12, 4: mean 8, sd 4 -> z = 1, -1; a chunk listed twice counts at its first place
+    lexical = [ScoredChunk("c", 12.0, "d3"), ScoredChunk("b", 4.0, "d2"), ScoredChunk("c", 1.0, "d3")]
+    lexical_z = [ScoredChunk("c", 12.0, "d3"), ScoredChunk("b", 4.0, "d2")]
+    assert zscore_fusion({"lexical": lexical}) != zscore_fusion({"lexical": lexical_z})  # 3 values, other sd
+    fused = zscore_fusion({"dense": dense, "lexical": lexical_z}, weights={"dense": 1.5, "lexical": 1.0})
+    z = 0.3 / np.sqrt(0.06)
+    expected = {"a": 1.5 * z, "b": 0.0 - 1.0, "c": -1.5 * z + 1.0}
+    assert [h.chunk_id for h in fused] == ["a", "c", "b"]
+    assert {h.chunk_id: h.score for h in fused} == pytest.approx(expected)
+    assert fused[0].document_id == "d1"
+    # the scale of a list does not matter (BM25 in the tens, cosines below 1): only its spread does
+    scaled = [ScoredChunk(h.chunk_id, 100 * h.score, h.document_id) for h in lexical_z]
+    again = zscore_fusion({"dense": dense, "lexical": scaled}, weights={"dense": 1.5, "lexical": 1.0})
+    assert {h.chunk_id: h.score for h in again} == pytest.approx(expected)
+    # equal scores (or one hit) carry no order: every hit of that list adds 0
+    flat = zscore_fusion({"one": [ScoredChunk("x", 3.0), ScoredChunk("y", 3.0)]})
+    assert {h.chunk_id: h.score for h in flat} == {"x": 0.0, "y": 0.0}
+    assert fuse({"dense": dense, "lexical": lexical_z}, method="zscore", weights={"dense": 1.5}) == fused
+    assert zscore_fusion({"dense": []}) == []
+
+
+def test_unknown_fusion_methods_are_refused_with_the_choices() -> None:
+    with pytest.raises(ConfigurationError, match="unknown fusion method") as info:
+        fuse({"dense": [ScoredChunk("a", 1.0)]}, method="borda")
+    assert "zscore" in (info.value.hint or "")
+    with pytest.raises(ConfigurationError, match="unknown fusion method"):
+        HybridRetriever({"dense": Fixed(["a"])}, fusion="borda")

@@ -161,8 +161,9 @@ def test_retrieval_end_to_end_and_cached_rerun(env: dict[str, str], tmp_path: Pa
     )
     assert code == 0, stderr
     tune = json.loads((tmp_path / "t" / "tune.json").read_text())
-    # rrf and score fusion, two dense weights, graph off or on (one hops, one depth): 2 x 2 x 2
-    assert tune["configs"] == 8 and len(tune["rows"]) == 8
+    # rrf, score and zscore fusion, two dense weights, graph off or on (one hops, one depth): 3 x 2 x 2
+    assert tune["configs"] == 12 and len(tune["rows"]) == 12
+    assert {r["config"]["fusion"] for r in tune["rows"]} == {"rrf", "score", "zscore"}
     scores = [r["metrics"]["ndcg@10"] for r in tune["rows"]]
     assert scores == sorted(scores, reverse=True)
     assert "| rank | configuration | nDCG@10 | R@100 |" in stdout
