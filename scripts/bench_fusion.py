@@ -1,6 +1,6 @@
 """Cost of each fusion method on real rankings: `fuse()` timed over every cached query of a `kag eval`
-workspace (dense depth 200, lexical 200, graph 50, as the shipped defaults fuse them), methods
-interleaved, three rounds.
+workspace, at the depths and weights of the current settings (the shipped defaults: dense 200,
+lexical 200, graph 50), methods interleaved, three rounds.
 
     .venv/bin/python scripts/bench_fusion.py [--rankings DIR]
 
@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kag.records import ScoredChunk
+from kag.settings import Settings
 from pipelines.retrieve import FUSION_METHODS, fuse
 
 
@@ -37,16 +38,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.rankings is None:
         raise SystemExit("no evaluation workspace found: pass --rankings")
-    dense, lexical, graph = (load(args.rankings, p) for p in ("dense", "lexical@title0.5", "graph@2"))
+    s = Settings()
+    names = ("dense", f"lexical@title{s.lexical_title_boost:g}", f"graph@{s.graph_hops}")
+    dense, lexical, graph = (load(args.rankings, name) for name in names)
     queries = [q for q in dense if q in lexical and q in graph]
-    weights = {"dense": 1.5, "lexical": 1.0, "graph": 0.25}
+    weights = {"dense": s.weight_dense, "lexical": s.weight_lexical, "graph": s.weight_graph}
+    depth = {
+        "dense": s.depth_dense or s.retrieval_depth,
+        "lexical": s.depth_lexical or s.retrieval_depth,
+        "graph": s.depth_graph or s.retrieval_depth,
+    }
     times: dict[str, list[float]] = {m: [] for m in FUSION_METHODS}
     for _ in range(3):
         for method in FUSION_METHODS:
             for q in queries:
-                lists = {"dense": dense[q][:200], "lexical": lexical[q][:200], "graph": graph[q][:50]}
+                lists = {"dense": dense[q], "lexical": lexical[q], "graph": graph[q]}
+                lists = {name: hits[: depth[name]] for name, hits in lists.items()}
                 started = time.perf_counter()
-                fuse(lists, method=method, weights=weights, rrf_k=5)
+                fuse(lists, method=method, weights=weights, rrf_k=s.rrf_k)
                 times[method].append(time.perf_counter() - started)
     print(f"| fusion ({len(queries)} queries x 3 rounds) | p50 ms | p95 ms |")
     print("|---|---:|---:|")

@@ -150,13 +150,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 {q: docs(default_fusion(q, lexical[q])) for q in queries},
             )
 
-        # 3. score normalisation instead of ranks
+        # 3. score normalisation instead of ranks: kag's z-score fusion, and Qdrant's DBSF (mean ± 3 sd)
         for how in ("z-score", "mean ± 3 sd"):
             for dense_weight in (1.0, 1.5):
-                run = {}
-                for q in queries:
-                    w = weights | {"dense": dense_weight}
-                    run[q] = docs(normalized_fusion(lists(q), w, how))
+                w = weights | {"dense": dense_weight}
+                run = {
+                    q: docs(fuse(lists(q), method="zscore", weights=w) if how == "z-score" else dbsf(lists(q), w))
+                    for q in queries
+                }
                 measure(f"{how} fusion, dense × {dense_weight:g}", run)
 
         # 4. a title list: documents ranked by their embedded title
@@ -186,10 +187,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"| {label} | {means['ndcg@10']:.4f} | {delta:+.4f} | {means['recall@100']:.4f} |")
 
 
-def normalized_fusion(
-    rankings: Mapping[str, Sequence[ScoredChunk]], weights: Mapping[str, float], how: str
-) -> list[ScoredChunk]:
-    """Weighted sum of per-list normalised scores: z-scores, or (x - (mean - 3 sd)) / 6 sd."""
+def dbsf(rankings: Mapping[str, Sequence[ScoredChunk]], weights: Mapping[str, float]) -> list[ScoredChunk]:
+    """Distribution-based score fusion: the weighted sum of (x - (mean - 3 sd)) / 6 sd per list."""
     scores: dict[str, float] = {}
     meta: dict[str, ScoredChunk] = {}
     for name, hits in rankings.items():
@@ -198,14 +197,12 @@ def normalized_fusion(
             continue
         values = np.asarray([h.score for h in hits], dtype=float)
         mean, sd = float(values.mean()), float(values.std()) or 1.0
-        normalized = (values - mean) / sd if how == "z-score" else (values - mean + 3 * sd) / (6 * sd)
         seen: set[str] = set()
-        for hit, value in zip(hits, normalized, strict=True):
-            if hit.chunk_id in seen:
-                continue
-            seen.add(hit.chunk_id)
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight * float(value)
-            meta.setdefault(hit.chunk_id, hit)
+        for hit, value in zip(hits, (values - mean + 3 * sd) / (6 * sd), strict=True):
+            if hit.chunk_id not in seen:
+                seen.add(hit.chunk_id)
+                scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight * float(value)
+                meta.setdefault(hit.chunk_id, hit)
     ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     return [ScoredChunk(c, v, meta[c].document_id, meta[c].collection) for c, v in ordered]
 

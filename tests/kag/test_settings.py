@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from kag.settings import Settings, settings_table
+from pipelines.retrieve import FUSION_METHODS
 
 
 def test_every_setting_has_a_description() -> None:
@@ -123,7 +124,7 @@ def test_dense_feedback_settings_reach_the_hybrid_retriever(
         rt.close()
 
 
-@pytest.mark.parametrize("method", ["rrf", "score", "zscore"])
+@pytest.mark.parametrize("method", FUSION_METHODS)
 def test_each_fusion_method_reaches_the_hybrid_retriever(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, embedder: object, method: str
 ) -> None:
