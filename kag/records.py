@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,15 +191,54 @@ class SentenceVerdict:
     action: str  # "kept", "flagged", "dropped", "replaced"
     citations: tuple[Citation, ...] = ()
 
+    @property
+    def model_supported(self) -> bool:
+        """Whether the sentence the model wrote is backed by the sources (a replaced one was not: the
+        shown text is then a quote, supported by construction)."""
+        return self.action == "kept"
+
+    @property
+    def label(self) -> str:
+        """What a reader is told about this sentence."""
+        return VERDICT_LABELS.get(self.action, self.action)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "text": self.text,
             "original": self.original,
             "supported": self.supported,
+            "model_supported": self.model_supported,
+            "label": self.label,
             "score": round(self.score, 4),
             "action": self.action,
             "citations": [c.to_dict() for c in self.citations],
         }
+
+
+VERDICT_LABELS = {
+    "kept": "supported",
+    "replaced": "replaced (model sentence unsupported)",
+    "flagged": "unsupported (flagged)",
+    "dropped": "dropped (unsupported)",
+}
+
+
+def verdict_summary(sentences: Sequence[SentenceVerdict]) -> str:
+    """"1/3 model sentences supported, 2 replaced by quotes": a replaced sentence is not counted supported."""
+    if not sentences:
+        return "no model sentences"
+    kept = sum(s.action == "kept" for s in sentences)
+    parts = [f"{kept}/{len(sentences)} model sentences supported"]
+    replaced = sum(s.action == "replaced" for s in sentences)
+    if replaced:
+        parts.append(f"{replaced} replaced by quote{'s' if replaced != 1 else ''}")
+    dropped = sum(s.action == "dropped" for s in sentences)
+    if dropped:
+        parts.append(f"{dropped} dropped")
+    flagged = sum(s.action == "flagged" for s in sentences)
+    if flagged:
+        parts.append(f"{flagged} flagged")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +250,7 @@ class Verification:
     abstained: bool
     policy: str
     reason: str = ""
+    conclusion: str | None = None  # "yes" / "no" that a yes-no answer starts with (the model's conclusion)
 
     @property
     def citations(self) -> tuple[Citation, ...]:

@@ -112,7 +112,26 @@ class Settings(BaseSettings):
     llm_top_k: int = Field(40, ge=0, description="Top-k sampling cut-off.")
     llm_top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling cut-off.")
     llm_seed: int = Field(42, description="Sampling seed, recorded in the audit log so answers replay exactly.")
-    llm_max_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
+    llm_max_tokens: int = Field(
+        160,
+        ge=1,
+        description="Most tokens generated per answer (answers are one or two sentences; generation also stops "
+        "at a blank line and as soon as the text starts repeating itself).",
+    )
+
+    answer_min_answerable: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Least probability, read from the loaded model before it writes anything, that the sources "
+        "answer the question; below it kag abstains without generating (the reason says so in the audit record). "
+        "0 turns the probe's decision off (it is still recorded).",
+    )
+    answer_short: bool = Field(
+        True,
+        description="Also pick the short answering phrase (a name, number, yes/no) out of the verified answer; "
+        "shown as `short_answer` and used by `kag eval answers` for exact match and F1.",
+    )
 
     # --- verification ------------------------------------------------------------------
     verify_policy: str = Field(

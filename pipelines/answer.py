@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from kag.ledger import Ledger
 from kag.records import ScoredChunk, SearchHit, Source, Verification
 from pipelines.rerank import RerankStage
 from pipelines.retrieve import HybridRetriever, hydrate
+from pipelines.verify import REASON_JUDGED_UNANSWERABLE
 
 
 class Generator(Protocol):
@@ -31,13 +33,19 @@ class Generator(Protocol):
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str: ...
 
-    def stream(self, prompt: str, *, sampling: Any = None) -> Iterator[str]: ...
+    def stream(self, prompt: str, *, sampling: Any = None, continue_probe: bool = False) -> Iterator[str]: ...
+
+    def yes_probability(self, prompt: str) -> float: ...
+
+    def complete(self, prompt: str, *, sampling: Any = None) -> Any: ...
 
 
 class VerifierLike(Protocol):
     def unseen_terms(self, question: str, sources: Sequence[Source]) -> list[str]: ...
 
     def verify(self, question: str, answer: str, sources: Sequence[Source]) -> Verification: ...
+
+    def abstention(self, reason: str) -> Verification: ...
 
 
 class AuditSink(Protocol):
@@ -71,12 +79,16 @@ class AnswerResult:
     prompt: str
     audit_id: str
     timings: dict[str, float] = field(default_factory=dict)
+    short_answer: str | None = None  # the answering phrase of the verified answer ("1.5 days", "yes")
+    p_answerable: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "question": self.question,
             "collections": list(self.collections),
             "answer": self.answer,
+            "short_answer": self.short_answer,
+            "p_answerable": self.p_answerable,
             "abstained": self.verification.abstained,
             "policy": self.verification.policy,
             "reason": self.verification.reason,
@@ -88,6 +100,9 @@ class AnswerResult:
             "audit_id": self.audit_id,
             "timings_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()},
         }
+
+
+_MARKERS = re.compile(r"\[\s*\d+(?:\s*[,;-]\s*\d+)*\s*\]")
 
 
 def _trace(hits: Sequence[ScoredChunk] | Sequence[SearchHit]) -> list[list[Any]]:
@@ -110,6 +125,8 @@ class AnswerPipeline:
         rerank_depth: int = 20,
         context_chunks: int = 6,
         default_policy: str = "extractive",
+        answerable_threshold: float = 0.0,
+        short_answers: bool = True,
     ) -> None:
         self.ledger = ledger
         self.retriever = retriever
@@ -121,6 +138,9 @@ class AnswerPipeline:
         self.rerank_depth = rerank_depth
         self.context_chunks = context_chunks
         self.default_policy = default_policy
+        # least P(the sources answer the question) from the model's probe for an answer to be written
+        self.answerable_threshold = answerable_threshold
+        self.short_answers = short_answers
 
     def answer(
         self,
@@ -175,7 +195,7 @@ class AnswerPipeline:
         timings["rerank"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        from pipelines.generate import build_answer_prompt
+        from pipelines.generate import PROBE_PREFIX, PROBE_YES, RepetitionGuard, build_answer_prompt
 
         prompt_parts = build_answer_prompt(
             question,
@@ -186,18 +206,48 @@ class AnswerPipeline:
         prompt = self.generator.render_chat(prompt_parts.messages)
         verifier = self.verifiers(policy)
         pieces: list[str] = []
+        stop_reason: str | None = None
+        p_answerable: float | None = None
+        raw = ""
         # nothing to read, or sources that never mention a name or number of the question: verify
         # abstains whatever the model says, so the model is not asked
-        generated = bool(prompt_parts.sources) and not verifier.unseen_terms(question, prompt_parts.sources)
-        if generated:
-            for piece in self.generator.stream(prompt, sampling=self.sampling):
-                pieces.append(piece)
-                yield "token", piece
-        raw = "".join(pieces)
+        asked = bool(prompt_parts.sources) and not verifier.unseen_terms(question, prompt_parts.sources)
+        generated = False
+        if asked:
+            # the model first says whether the sources answer the question; below the threshold it is
+            # not asked to write an answer it would have to invent
+            prompt += PROBE_PREFIX
+            p_answerable = float(self.generator.yes_probability(prompt))
+            if p_answerable >= self.answerable_threshold:
+                prompt += PROBE_YES
+                generated = True
+                guard = RepetitionGuard()
+                tokens = self.generator.stream(prompt, sampling=self.sampling, continue_probe=True)
+                try:
+                    for piece in tokens:
+                        pieces.append(piece)
+                        yield "token", piece
+                        if guard.feed(piece):
+                            stop_reason = "repetition"
+                            break
+                finally:
+                    close = getattr(tokens, "close", None)
+                    if close is not None:
+                        close()  # releases the model for the next caller
+                raw = "".join(pieces)
         timings["generate"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        verification = verifier.verify(question, raw, prompt_parts.sources)
+        if asked and not generated:
+            assert p_answerable is not None
+            verification = verifier.abstention(
+                f"{REASON_JUDGED_UNANSWERABLE}: the model gives {p_answerable:.2f} that the sources answer the "
+                f"question, below {self.answerable_threshold:.2f}"
+            )
+        else:
+            shown = RepetitionGuard.trim(raw) if stop_reason == "repetition" else raw
+            verification = verifier.verify(question, shown, prompt_parts.sources)
+        short_answer = self._short_answer(question, verification) if self.short_answers else None
         timings["verify"] = time.perf_counter() - t3
 
         t4 = time.perf_counter()
@@ -231,8 +281,16 @@ class AnswerPipeline:
             "prompt": prompt,
             "model": self.generator.model_info(),
             "generated": generated,
+            "answerability": {
+                "probe": p_answerable is not None,
+                "p_answerable": None if p_answerable is None else round(p_answerable, 6),
+                "threshold": self.answerable_threshold,
+            },
+            "stop_reason": stop_reason,
             "sampling": self.sampling.to_dict(),
             "raw_output": raw,
+            "short_answer": short_answer,
+            "conclusion": verification.conclusion,
             "answer": verification.answer,
             "abstained": verification.abstained,
             "reason": verification.reason,
@@ -256,5 +314,31 @@ class AnswerPipeline:
                 prompt=prompt,
                 audit_id=str(entry.id),
                 timings=timings,
+                short_answer=short_answer,
+                p_answerable=p_answerable,
             ),
         )
+
+    def _short_answer(self, question: str, verification: Verification) -> str | None:
+        """The phrase of the verified answer that answers the question ("Shirley Temple", "1.5 days"):
+        the model picks it from the shown answer alone, and it is kept only if it is a piece of that
+        text (or the yes/no the answer starts with), so it can never say more than the verified answer."""
+        if verification.abstained:
+            return None
+        if verification.conclusion is not None:
+            return verification.conclusion
+        from pipelines.generate import SHORT_ANSWER_INSTRUCTION, short_answer_sampling
+
+        text = " ".join(_MARKERS.sub(" ", verification.answer).replace('"', " ").split())
+        prompt = self.generator.render_chat(
+            [
+                {"role": "system", "content": SHORT_ANSWER_INSTRUCTION},
+                {"role": "user", "content": f"Text: {text}\nQuestion: {question}"},
+            ]
+        )
+        completion = self.generator.complete(prompt, sampling=short_answer_sampling(self.sampling))
+        phrase = " ".join(str(completion.text).strip().strip(".\"'").split())
+        if phrase and phrase.lower() in text.lower() and len(phrase) < len(text):
+            return phrase
+        return None
+

@@ -29,19 +29,35 @@ CHATML_TEMPLATE = (
     "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 NO_ANSWER = "The sources do not answer this."
-# Chosen by trying phrasings on SmolLM2-135M: only a demonstration turn made it write [n] at all,
-# and the "According to [n], ..." form got markers on every answer where "... [n]." got them on few.
+# The answer prompt asks for a fixed reply shape: "Answerable: yes|no" first, then "Answer: ...". kag
+# appends "Answerable:" to the rendered prompt and reads the model's probability of "yes" there
+# (`LlamaGenerator.yes_probability`): one prompt evaluation decides answerability and, when the answer
+# is generated, the same evaluated prefix is continued (" yes\nAnswer:"), so the probe costs no second
+# pass over the sources. There is no demonstration turn: a fixed one-shot example was parroted into real
+# answers ("each employee gets one parking permit"), and the verifier adds the [n] markers itself.
 ANSWER_INSTRUCTION = (
-    'Answer using only the sources. Name the source of each sentence, like "According to [2], ...". '
-    f'If the sources do not answer the question, say "{NO_ANSWER}"'
+    "You answer questions using only the numbered sources. Reply in exactly this form:\n"
+    "Answerable: yes or no (do the sources contain the answer?)\n"
+    "Answer: one or two short plain sentences taken from the sources, each followed by the number of its "
+    "source, like [2]. Start with Yes or No when the question asks yes or no. No headings, lists or markdown.\n"
+    f'If the sources do not contain the answer, reply "Answerable: no" and "Answer: {NO_ANSWER}"'
 )
-ANSWER_EXAMPLE = (
-    "Sources:\n[1] (Cafeteria Guide) Lunch is served from noon to 2 pm.\n\n"
-    "[2] (Parking Rules) Each employee gets one parking permit. Permits are renewed every January.\n\n"
-    "[3] (Travel Policy) Economy class is booked for flights under six hours.\n\n"
-    "Question: How many parking permits does an employee get?",
-    "According to [2], each employee gets one parking permit.",
+ANSWER_EXAMPLE: tuple[str, str] | None = None
+PROBE_PREFIX = "Answerable:"
+PROBE_YES = " yes\nAnswer:"
+SHORT_ANSWER_INSTRUCTION = (
+    "Copy from the text only the few words that answer the question: a name, number, date, place or short "
+    "phrase. Reply with those words only."
 )
+
+
+def short_answer_sampling(base: SamplingParams) -> SamplingParams:
+    """Greedy, a few tokens, one line: the short-answer pick from an already verified answer."""
+    return base.replace(max_tokens=24, stop=("\n",), temperature=0.0)
+
+
+# generation ends at a blank line or where the model starts a new turn of its own
+ANSWER_STOP = ("\n\n", "\nQuestion:", "\nSources:", "\nAnswerable:")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
 _SPACES = re.compile(r"\s+")
 _PATH_HINT = "set KAG_LLM_MODEL_PATH to a local GGUF file that this llama-cpp-python can load"
@@ -83,8 +99,10 @@ class SamplingParams:
     # llama-cpp-python's own defaults, pinned here so the audit record describes sampling completely
     min_p: float = 0.05
     repeat_penalty: float = 1.0
+    stop: tuple[str, ...] = ()  # generation ends before the first of these strings
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "stop", tuple(str(x) for x in self.stop))  # a list from a JSON audit record
         checks = {
             "temperature must be >= 0": self.temperature >= 0,
             "top_k must be >= 0": self.top_k >= 0,
@@ -101,7 +119,9 @@ class SamplingParams:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["stop"] = list(self.stop)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,15 +300,21 @@ class LlamaGenerator:
     # -- generation -------------------------------------------------------------------------
 
     def complete(
-        self, prompt: str, *, sampling: SamplingParams | None = None, grammar: str | None = None
+        self,
+        prompt: str,
+        *,
+        sampling: SamplingParams | None = None,
+        grammar: str | None = None,
+        continue_probe: bool = False,
     ) -> Completion:
-        """Generate a continuation of the rendered `prompt`; same prompt + sampling gives the same text."""
+        """Generate a continuation of the rendered `prompt`; same prompt + sampling gives the same text
+        (`continue_probe` as in `stream`)."""
         params = sampling or self.sampling
         self.warm_up()
         compiled = self._grammar(grammar) if grammar else None
         with self._lock:
             started = time.perf_counter()
-            result = self._run(self._require_loaded(), prompt, params, compiled, stream=False)
+            result = self._run(self._require_loaded(), prompt, params, compiled, stream=False, keep=continue_probe)
             seconds = time.perf_counter() - started
         choice, usage = result["choices"][0], result["usage"]
         return Completion(
@@ -300,17 +326,26 @@ class LlamaGenerator:
         )
 
     def stream(
-        self, prompt: str, *, sampling: SamplingParams | None = None, grammar: str | None = None
+        self,
+        prompt: str,
+        *,
+        sampling: SamplingParams | None = None,
+        grammar: str | None = None,
+        continue_probe: bool = False,
     ) -> Iterator[str]:
-        """Text pieces of the same continuation `complete` returns, as they are generated."""
+        """Text pieces of the same continuation `complete` returns, as they are generated.
+
+        `continue_probe`: `prompt` extends the prompt of the last `yes_probability` call, whose
+        evaluated tokens are kept, so only the new tail is evaluated. The result is the same on every
+        replay of the same probe-then-continue sequence."""
         params = sampling or self.sampling
         self.warm_up()
         compiled = self._grammar(grammar) if grammar else None  # fail before the caller starts iterating
-        return self._stream(prompt, params, compiled)
+        return self._stream(prompt, params, compiled, continue_probe)
 
-    def _stream(self, prompt: str, params: SamplingParams, compiled: Any) -> Iterator[str]:
+    def _stream(self, prompt: str, params: SamplingParams, compiled: Any, keep: bool = False) -> Iterator[str]:
         with self._lock:
-            chunks = self._run(self._require_loaded(), prompt, params, compiled, stream=True)
+            chunks = self._run(self._require_loaded(), prompt, params, compiled, stream=True, keep=keep)
             try:
                 for chunk in chunks:
                     if piece := chunk["choices"][0]["text"]:
@@ -384,10 +419,14 @@ class LlamaGenerator:
         grammar = self._grammars[gbnf] = llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
         return grammar
 
-    def _run(self, llm: Any, prompt: str, params: SamplingParams, grammar: Any, *, stream: bool) -> Any:
+    def _run(
+        self, llm: Any, prompt: str, params: SamplingParams, grammar: Any, *, stream: bool, keep: bool = False
+    ) -> Any:
         # Evaluate the whole prompt every time: reusing a cached prefix evaluates the tail in a
         # different batch shape, whose float rounding can flip a greedy choice, and replay must be exact.
-        llm.reset()
+        # The one exception is `keep` (continuing a probe), which every replay repeats the same way.
+        if not keep:
+            llm.reset()
         try:
             return llm.create_completion(
                 prompt,
@@ -400,6 +439,7 @@ class LlamaGenerator:
                 seed=params.seed,
                 grammar=grammar,
                 stream=stream,
+                stop=list(params.stop) or None,
             )
         except ValueError as exc:  # the prompt does not fit the context window
             raise _too_long(exc) from exc
@@ -407,6 +447,59 @@ class LlamaGenerator:
 
 def _too_long(exc: ValueError) -> GenerationError:
     return GenerationError(str(exc), hint="shorten the prompt or raise KAG_LLM_N_CTX", stage="generate")
+
+
+# -- repetition ------------------------------------------------------------------------------
+
+_WORD = re.compile(r"\w+")
+
+
+class RepetitionGuard:
+    """Watches a streamed answer and says when it starts repeating itself.
+
+    Small models fall into loops ("a company called Gold. a company called Gold. ...") that run to
+    max_tokens; a loop adds nothing the first pass did not say. The guard fires when the last `window`
+    words already occurred, in the same order, earlier in the text; `text` is then the answer up to
+    where the repeat began."""
+
+    def __init__(self, window: int = 8) -> None:
+        self.window = window
+        self._text = ""
+        self.cut: int | None = None
+
+    def feed(self, piece: str) -> bool:
+        """Add a streamed piece; True once the text repeats (stop generating)."""
+        if self.cut is not None:
+            return True
+        self._text += piece
+        words = [(m.group().lower(), m.start()) for m in _WORD.finditer(self._text)]
+        n = self.window
+        if len(words) < 2 * n:
+            return False
+        tokens = [w for w, _ in words]
+        tail = tokens[-n:]
+        for i in range(len(tokens) - 2 * n + 1):
+            if tokens[i : i + n] == tail:
+                # the loop's period; the repeat began at the first word from which every word equals
+                # the one a period before
+                period = len(tokens) - n - i
+                j = len(tokens) - n
+                while j - 1 - period >= 0 and tokens[j - 1] == tokens[j - 1 - period]:
+                    j -= 1
+                self.cut = words[j][1]
+                return True
+        return False
+
+    @property
+    def text(self) -> str:
+        return self._text if self.cut is None else self._text[: self.cut].rstrip()
+
+    @classmethod
+    def trim(cls, text: str, window: int = 8) -> str:
+        """`text` up to where it began repeating (all of it if it never does)."""
+        guard = cls(window)
+        guard.feed(text)
+        return guard.text
 
 
 # -- answer prompts ---------------------------------------------------------------------------

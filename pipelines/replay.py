@@ -99,8 +99,22 @@ def replay(
         n_gpu_layers=int(model.get("n_gpu_layers") or 0),
         sampling=params,
     )
+    probe = body.get("answerability") or {}
+    recorded = str(body.get("raw_output", ""))
     try:
-        replayed = generator.complete(prompt, sampling=params).text
+        if probe.get("probe"):
+            # the answer continued the evaluated answerability probe: replay the same two steps
+            from pipelines.generate import PROBE_PREFIX
+
+            cut = prompt.rfind(PROBE_PREFIX)
+            if cut < 0:
+                raise ReplayError(f"audit record {entry.id} says it probed, but its prompt holds no probe")
+            generator.yes_probability(prompt[: cut + len(PROBE_PREFIX)])
+            replayed = generator.complete(prompt, sampling=params, continue_probe=True).text
+        else:
+            replayed = generator.complete(prompt, sampling=params).text
     finally:
         generator.close()
-    return ReplayReport(entry.id, path, str(model["sha256"]), str(body.get("raw_output", "")), replayed)
+    if body.get("stop_reason") == "repetition" and replayed.startswith(recorded):
+        replayed = recorded  # kag stopped the stream once it repeated; the model would have gone on
+    return ReplayReport(entry.id, path, str(model["sha256"]), recorded, replayed)

@@ -17,6 +17,7 @@ from kag.records import Citation, SentenceVerdict, Source, Verification
 
 ABSTENTION = "The sources do not answer this."
 POLICIES = ("flag", "drop", "extractive")
+QUOTE_TIE = 0.03  # quotes this close to the best score count as equally good; the shortest is shown
 
 # Reasons start with a fixed phrase so callers can branch on `reason.startswith(...)`.
 REASON_NO_SOURCES = "no sources"
@@ -25,6 +26,7 @@ REASON_LOW_EVIDENCE = "low evidence"
 REASON_NOTHING_SUPPORTED = "no supported sentence"
 REASON_UNGROUNDED = "ungrounded answer"
 REASON_UNSEEN_TERMS = "question not covered"
+REASON_JUDGED_UNANSWERABLE = "judged unanswerable"
 
 # ---------------------------------------------------------------------------------------------
 # sentence splitting
@@ -151,8 +153,52 @@ def _without_attribution(sentence: str) -> str:
     return rest[:1].upper() + rest[1:]
 
 
+_MD_HEADING_RE = re.compile(r"^[ \t]*#{1,6}[ \t]+[^\n]*$", re.MULTILINE)
+_MD_EMPHASIS_RE = re.compile(r"(\*\*|__|\*(?=\S)|(?<=\S)\*|`+)")
+_REPLY_LABEL_RE = re.compile(
+    r"^[ \t]*(?:answerable[ \t]*:[ \t]*(?:(?:yes|no)\b[.]?[ \t]*(?:\n|$))?|answer[ \t]*:[ \t]*)", re.I | re.M
+)
+_YES_NO_RE = re.compile(r"^\s*(?P<word>yes|no)\b(?:\s*[.,!:;\u2013-]+\s*|\s+(?=[A-Z\[]))", re.IGNORECASE)
+
+
+def plain_answer(raw: str) -> str:
+    """The model's answer as plain prose: reply labels ("Answer:"), markdown headings, emphasis and code
+    marks removed, and any line that reads as a heading (short, unpunctuated, before more text) dropped.
+    A heading is never an answer sentence."""
+    text = _REPLY_LABEL_RE.sub("", raw)
+    text = _MD_HEADING_RE.sub("", text)
+    text = _MD_EMPHASIS_RE.sub("", text)
+    lines = text.split("\n")
+    kept = []
+    for i, line in enumerate(lines):
+        rest = "\n".join(lines[i + 1 :]).strip()
+        if rest and is_heading(line):
+            continue
+        kept.append(line)
+    return "\n".join(kept).strip()
+
+
+def is_heading(line: str) -> bool:
+    """A title-like line: few words, no sentence punctuation at its end, not a list item's text."""
+    stripped = line.strip().rstrip(":")
+    if not stripped or re.search(r"[.!?\]\)\"\u201d]$", stripped):
+        return False
+    words = stripped.split()
+    return len(words) <= 8 and sum(w[:1].isupper() or w[:1].isdigit() for w in words) >= max(1, len(words) - 1)
+
+
+def yes_no_lead(answer: str) -> tuple[str | None, str]:
+    """("yes" | "no" | None, the rest): the conclusion a yes/no answer starts with, split from its reasons."""
+    m = _YES_NO_RE.match(answer)
+    if m is None:
+        return None, answer
+    rest = answer[m.end() :]
+    return m.group("word").lower(), rest[:1].upper() + rest[1:]
+
+
 def split_answer(answer: str) -> list[AnswerSentence]:
-    """Answer sentences with their markers separated; empty and marker-only fragments are dropped."""
+    """Answer sentences with their markers separated; empty and marker-only fragments are dropped, and
+    a lead-in that ends in a colon ("The days are: [1]") is no claim at all."""
     out = []
     for start, end in sentence_spans(answer):
         original = answer[start:end]
@@ -161,6 +207,8 @@ def split_answer(answer: str) -> list[AnswerSentence]:
             cited.extend(n for n in cited_numbers(m.group()) if n not in cited)
         text = " ".join(_MARKER_RE.sub(" ", _without_attribution(original)).split())
         text = re.sub(r"\s+([.,;:!?\u2026])", r"\1", text)  # "days [1]." -> "days ."  -> "days."
+        if text.rstrip().endswith(":"):
+            continue
         if re.search(r"\w", text):
             out.append(AnswerSentence(original, text, tuple(cited)))
     return out
@@ -382,14 +430,106 @@ class _Span:
         )
 
 
+def _pieces(text: str) -> list[tuple[int, int]]:
+    """Sentences of a source text, with header blocks taken apart: a "sentence" made of several lines
+    that do not end in punctuation (a PDF title block, a table row) is split into its lines, and
+    heading-like lines are left out. No heading or header block is ever quoted as a sentence."""
+    out: list[tuple[int, int]] = []
+    for start, end in sentence_spans(text):
+        piece = text[start:end]
+        if "\n" in piece:
+            lines = [(m.start() + start, m.end() + start) for m in re.finditer(r"[^\n]+", piece)]
+            unpunctuated = sum(not re.search(r"[.!?;:,]$", text[a:b].strip()) for a, b in lines[:-1])
+            if unpunctuated >= max(1, (len(lines) - 1) // 2):
+                for a, b in lines:
+                    seg = text[a:b]
+                    lead, trail = len(seg) - len(seg.lstrip()), len(seg) - len(seg.rstrip())
+                    if a + lead < b - trail and not is_heading(seg):
+                        out.append((a + lead, b - trail))
+                continue
+        if not is_heading(piece):
+            out.append((start, end))
+    return out
+
+
 def candidate_spans(sources: Sequence[Source]) -> list[_Span]:
-    """Every sentence of every source chunk, plus each window of two consecutive sentences."""
+    """Every sentence of every source chunk (headings and header blocks excluded), plus each window of
+    two consecutive sentences."""
     spans: list[_Span] = []
     for source in sources:
-        sentences = sentence_spans(source.hit.text)
+        sentences = _pieces(source.hit.text)
         spans.extend(_Span(source, s, e, True) for s, e in sentences)
         spans.extend(_Span(source, a[0], b[1], False) for a, b in zip(sentences, sentences[1:], strict=False))
     return spans
+
+
+# ---------------------------------------------------------------------------------------------
+# polarity and bindings: what word overlap cannot see
+
+_NEGATION_RE = re.compile(
+    r"\b(?:not|no|never|none|neither|nor|without|cannot|nothing|nobody|nowhere)\b|n't\b", re.IGNORECASE
+)
+
+
+def negated(text: str) -> bool:
+    """Whether the text carries a negation cue ("not", "never", "n't", "without", ...)."""
+    return bool(_NEGATION_RE.search(text.replace("\u2019", "'")))
+
+
+def polarity_clash(claim: str, evidence: str) -> bool:
+    """A claim that negates what its evidence states, or states what the evidence negates: "are not
+    anchor days" against "are anchor days" shares every content word and says the opposite."""
+    return negated(claim) != negated(evidence)
+
+
+_RAW_WORD_RE = re.compile(r"[\w'-]+")
+
+
+def _content_positions(text: str) -> list[tuple[str, float]]:
+    """(token, weight) of every word of `text` in order; stopwords kept as ("", 0) placeholders so
+    adjacency in the text is adjacency in the list."""
+    out: list[tuple[str, float]] = []
+    for index, m in enumerate(_RAW_WORD_RE.finditer(text)):
+        raw = m.group().strip("'-")
+        if not raw:
+            continue
+        tokens = list(_weighted_tokens(raw))
+        if not tokens:
+            out.append(("", 0.0))
+            continue
+        _, token, weight = tokens[0]
+        if weight == _NAME_WEIGHT and index == 0:
+            weight = 1.0
+        elif raw[:1].isupper() and weight == 1.0 and index > 0:
+            weight = _NAME_WEIGHT
+        out.append((token, weight))
+    return out
+
+
+def binding_clash(claim: str, evidence: str, window: int = 4) -> list[tuple[str, str]]:
+    """(name, word) pairs the claim writes side by side ("the Magpie database") while the evidence has
+    both but never near each other ("Magpie is the broker ... the billing database"): a swapped entity
+    or relation that word overlap alone passes."""
+    claim_seq = _content_positions(claim)
+    span_seq = _content_positions(evidence)
+    where: dict[str, list[int]] = {}
+    for i, (token, _) in enumerate(span_seq):
+        if token:
+            where.setdefault(token, []).append(i)
+    clashes = []
+    for i, (token, weight) in enumerate(claim_seq):
+        if weight != _NAME_WEIGHT or token not in where:
+            continue
+        for j in (i - 1, i + 1):
+            if not 0 <= j < len(claim_seq):
+                continue
+            word, word_weight = claim_seq[j]
+            if not word or word_weight != 1.0 or word not in where:
+                continue
+            near = any(abs(a - b) <= window for a in where[token] for b in where[word])
+            if not near:
+                clashes.append((claim_seq[i][0], word))
+    return clashes
 
 
 def _with_markers(text: str, numbers: Sequence[int]) -> str:
@@ -478,6 +618,7 @@ class Verifier:
 
     def verify(self, question: str, answer: str, sources: Sequence[Source]) -> Verification:
         """Verdicts for every answer sentence, and the answer as the policy leaves it, or an abstention."""
+        conclusion, answer = yes_no_lead(plain_answer(answer))
         sentences = split_answer(answer)
         if not sources:
             return self._abstain(self._unscored(sentences), f"{REASON_NO_SOURCES}: nothing was retrieved")
@@ -524,6 +665,8 @@ class Verifier:
             known = set(content_tokens(span.text)) | question_tokens | set(content_tokens(span.source.hit.title))
             if novel_weight(content_tokens(sentence.text), known) > self.novel_allowance:
                 score = min(score, self.support_threshold - 1e-6)  # the sentence claims more than its evidence
+            elif polarity_clash(sentence.text, span.text) or binding_clash(sentence.text, span.text):
+                score = min(score, self.support_threshold - 1e-6)  # same words, opposite or swapped meaning
             if score >= self.support_threshold:
                 citation = spans[best].citation()
                 text = _with_markers(sentence.text, [citation.source_number])
@@ -546,7 +689,11 @@ class Verifier:
         shown = [v for v in verdicts if v.action != "dropped"]
         if not shown:
             return self._abstain(verdicts, f"{REASON_NOTHING_SUPPORTED}: no answer sentence is backed by the sources")
-        return Verification(" ".join(v.text for v in shown), tuple(verdicts), False, self.policy)
+        text = " ".join(v.text for v in shown)
+        if conclusion is not None:
+            # the yes/no is the model's conclusion from the shown sentences, not a claim a span can back
+            text = f"{conclusion.capitalize()}. {text}"
+        return Verification(text, tuple(verdicts), False, self.policy, conclusion=conclusion)
 
     def _replace(
         self,
@@ -566,6 +713,7 @@ class Verifier:
         # embedding alone: a wrong number zeroes the lexical part, and correcting it is the point); otherwise it
         # answers a question the sources may not answer (the near-miss sentence of an unanswerable one)
         related = fresh & (meaning >= self.replace_min_score)
+        lengths = np.array([s.end - s.start for s in spans])
         for pool, scored, bar in (
             (fresh, row, self.support_threshold),
             (related, question_scores, self.abstain_threshold),
@@ -573,6 +721,10 @@ class Verifier:
             masked = np.where(pool, scored, -1.0)
             best = int(np.argmax(masked))
             if masked[best] >= bar:
+                # of the quotes scoring within QUOTE_TIE of the best, the shortest: the smallest
+                # sentence that supports the claim, not a long one that also mentions it
+                close = np.flatnonzero(masked >= max(bar, masked[best] - QUOTE_TIE))
+                best = int(close[np.argmin(lengths[close])])
                 span = spans[best]
                 shown.add((span.source.number, span.start, span.end))
                 citation = span.citation()
@@ -580,6 +732,10 @@ class Verifier:
                 # the shown text is the source's own words, so it is supported by construction
                 return SentenceVerdict(text, sentence.original, True, float(masked[best]), "replaced", (citation,))
         return SentenceVerdict(sentence.text, sentence.original, False, score, "dropped")
+
+    def abstention(self, reason: str) -> Verification:
+        """The abstention for a reason decided before any answer was written (the answerability probe)."""
+        return self._abstain([], reason)
 
     @staticmethod
     def _unscored(sentences: Sequence[AnswerSentence]) -> list[SentenceVerdict]:

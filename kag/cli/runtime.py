@@ -178,7 +178,7 @@ class Runtime:
 
     @cached_property
     def sampling(self) -> SamplingParams:
-        from pipelines.generate import SamplingParams
+        from pipelines.generate import ANSWER_STOP, SamplingParams
 
         s = self.settings
         return SamplingParams(
@@ -187,6 +187,7 @@ class Runtime:
             top_p=s.llm_top_p,
             seed=s.llm_seed,
             max_tokens=s.llm_max_tokens,
+            stop=ANSWER_STOP,
         )
 
     @cached_property
@@ -249,6 +250,8 @@ class Runtime:
             rerank_depth=s.rerank_depth,
             context_chunks=s.context_chunks,
             default_policy=s.verify_policy,
+            answerable_threshold=s.answer_min_answerable,
+            short_answers=s.answer_short,
         )
 
     def close(self) -> None:

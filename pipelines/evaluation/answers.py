@@ -107,6 +107,10 @@ class QuestionResult:
     model_supported: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    short_answer: str | None = None  # what exact match and F1 scored, when the pipeline picked one
+    gold_documents: int = 0  # distinct documents holding gold evidence (HotpotQA: the supporting titles)
+    gold_documents_cited: int = 0
+    p_answerable: float | None = None
 
 
 class EvidenceLookup(Protocol):
@@ -117,7 +121,10 @@ def score_question(example: AnswerExample, result: AnswerLike, evidence: Evidenc
     """EM/F1, citations against the gold evidence, and sentence support of one answer."""
     v = result.verification
     prediction = prediction_text(result)
-    em, f1 = best_over_golds(prediction, example.answers)
+    short = getattr(result, "short_answer", None) if not v.abstained else None
+    # exact match and F1 compare a phrase with the gold phrase: the short answer where the pipeline
+    # picked one out of its verified answer, else the whole answer text
+    em, f1 = best_over_golds(short or prediction, example.answers)
     normalized = normalize_answer(prediction)
     contains = bool(prediction) and any(
         normalize_answer(g) and normalize_answer(g) in normalized for g in example.answers
@@ -155,6 +162,10 @@ def score_question(example: AnswerExample, result: AnswerLike, evidence: Evidenc
         model_sentences=len(v.sentences),
         model_supported=sum(s.action == "kept" for s in v.sentences),
         timings_ms={k: round(float(t) * 1000, 2) for k, t in result.timings.items()},
+        short_answer=short,
+        gold_documents=len(gold_docs),
+        gold_documents_cited=len(gold_docs & {c.document_id for c in v.citations}),
+        p_answerable=getattr(result, "p_answerable", None),
     )
 
 
@@ -208,6 +219,7 @@ def summarize(results: Sequence[QuestionResult]) -> dict[str, Any]:
     mapped = [r for r in has if r.evidence_mapped]
     cited = [c for r in mapped for c in r.citations]
     answered = [r for r in ok if not r.abstained]
+    multi = [r for r in has if r.gold_documents > 1]
     return {
         "exact_match": _mean([r.exact_match for r in ok]),
         "f1": _mean([r.f1 for r in ok]),
@@ -225,6 +237,10 @@ def summarize(results: Sequence[QuestionResult]) -> dict[str, Any]:
         "abstention": precision_recall([r.abstained for r in ok], [r.is_impossible for r in ok]),
         "answer_rate_answerable": ratio(sum(not r.abstained for r in has), len(has)),
         "gold_passage_in_sources": ratio(sum(r.gold_passage_in_sources for r in has), len(has)),
+        # multi-hop: questions whose citations cover every gold document (HotpotQA: both supporting titles)
+        "citations_cover_all_gold": ratio(
+            sum(r.gold_documents_cited == r.gold_documents for r in multi), len(multi)
+        ),
         "errors": len(results) - len(ok),
         "questions_with_mapped_evidence": len(mapped),
     }
