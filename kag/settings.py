@@ -80,8 +80,7 @@ class Settings(BaseSettings):
     max_zip_ratio: float = Field(
         100.0,
         gt=1,
-        description="Most a zip entry over 1 MB may inflate (uncompressed / compressed size) in a "
-        ".docx/.xlsx/.pptx.",
+        description="Most a zip entry over 1 MB may inflate (uncompressed / compressed size) in a .docx/.xlsx/.pptx.",
     )
     max_document_chars: int = Field(
         20_000_000, ge=1, description="Most characters of text one file may yield; longer ones are rejected."

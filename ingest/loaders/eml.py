@@ -11,7 +11,7 @@ reads (images, archives) are listed in `metadata["attachments_skipped"]` and are
 from __future__ import annotations
 
 from email import policy
-from email.message import EmailMessage, Message
+from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser
 from typing import Any, Protocol
 
@@ -127,7 +127,7 @@ def _filename(part: Message, index: int) -> str:
     return f"attachment-{index}"
 
 
-def _part_text(part: EmailMessage) -> str:
+def _part_text(part: MIMEPart) -> str:
     """A text part decoded by its charset; an unknown or wrong charset degrades to replacement characters."""
     try:
         content = part.get_content()

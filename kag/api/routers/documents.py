@@ -155,7 +155,8 @@ async def upload_documents(
     response: Response,
     key: Annotated[ApiKey, Depends(require(Action.DOCUMENTS_WRITE))],
     files: Annotated[
-        list[UploadFile], File(description="One or more documents (.txt .md .html .pdf .docx .json .jsonl)")
+        list[UploadFile],
+        File(description="One or more documents (.txt .md .html .pdf .docx .xlsx .pptx .csv .eml .json .jsonl)"),
     ],
 ) -> JobInfo:
     svc = services(request)
