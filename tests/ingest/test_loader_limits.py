@@ -248,3 +248,16 @@ def test_file_size_limit_is_in_mb_of_a_million_bytes(tmp_path: Path) -> None:
     assert isinstance(err, FileError) and err.code == "file_too_large"
     assert "is 50.0 MB (50,000,001 bytes), over the 50 MB limit" in err.message
     assert "KAG_MAX_FILE_SIZE_MB" in err.message and "10^6" in err.message
+
+
+def test_a_zip_that_understates_its_sizes_is_cut_at_the_stated_size() -> None:
+    """zipfile stops inflating an entry at its declared size, so the declared sums bound memory."""
+    import struct
+
+    data = bytearray(docx_bomb(4_000_000))
+    at = data.find(b"PK\x01\x02")  # each central-directory header: claim 1,000 bytes uncompressed
+    while at >= 0:
+        struct.pack_into("<I", data, at + 24, 1_000)
+        at = data.find(b"PK\x01\x02", at + 4)
+    with pytest.raises(CorruptDocumentError, match="liar.docx"):
+        DocxLoader().load(bytes(data), source="liar.docx")
