@@ -7,7 +7,7 @@ import zipfile
 
 from ingest.loaders.base import LoaderLimits
 from kag.errors import CorruptDocumentError, FileTooLargeError
-from kag.units import MB, describe_limit
+from kag.units import MB, describe_limit, describe_size
 
 #: entries smaller than this are never refused for their compression ratio (tiny XML parts compress well)
 RATIO_FLOOR_BYTES = 1 * MB
@@ -34,16 +34,15 @@ def check_zip(data: bytes, source: str, limits: LoaderLimits, *, kind: str) -> N
             hint="a real document has far fewer parts; if it is genuine, raise KAG_MAX_ZIP_ENTRIES",
             source=source,
         )
-    total = 0
+    total = sum(entry.file_size for entry in entries)
+    if total > limits.max_uncompressed_bytes:
+        raise FileTooLargeError(
+            f"{source}: would inflate to {describe_size(total)} from {len(data):,} bytes, over the "
+            f"{describe_limit(limits.max_uncompressed_bytes)} limit (KAG_MAX_UNCOMPRESSED_MB)",
+            hint="it may be a zip bomb; if it is genuine, raise KAG_MAX_UNCOMPRESSED_MB",
+            source=source,
+        )
     for entry in entries:
-        total += entry.file_size
-        if total > limits.max_uncompressed_bytes:
-            raise FileTooLargeError(
-                f"{source}: would inflate to over {describe_limit(limits.max_uncompressed_bytes)} "
-                f"({len(data):,} bytes compressed), over the KAG_MAX_UNCOMPRESSED_MB limit",
-                hint="it may be a zip bomb; if it is genuine, raise KAG_MAX_UNCOMPRESSED_MB",
-                source=source,
-            )
         if entry.file_size > RATIO_FLOOR_BYTES:
             ratio = entry.file_size / max(entry.compress_size, 1)
             if ratio > limits.max_zip_ratio:
