@@ -72,7 +72,7 @@ ARG LLAMA_BACKEND=cpu
 ARG CUDA_PACKAGE_VERSION=12-6
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 ca-certificates curl \
+ && apt-get install -y --no-install-recommends libgomp1 ca-certificates curl tesseract-ocr \
  && if [ "$LLAMA_BACKEND" = "cuda" ]; then \
       curl -fsSL -o /tmp/cuda-keyring.deb \
         https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/cuda-keyring_1.1-1_all.deb \

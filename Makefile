@@ -34,9 +34,21 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 
-.PHONY: install test test-fast lint bench demo serve clean docs llama-cmake-args
+.PHONY: install test test-fast lint bench demo serve clean docs llama-cmake-args tesseract
 
-install: $(STAMP)
+install: $(STAMP) tesseract
+
+# OCR of scanned PDF pages (KAG_OCR=auto) runs Debian's tesseract: installed where apt-get exists and
+# this runs as root; elsewhere skipped with a message (OCR then reports a per-file error naming the fix)
+tesseract:
+	@if command -v tesseract >/dev/null 2>&1; then \
+	  echo "tesseract: $$(command -v tesseract)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr; } \
+	    || echo "tesseract: apt-get install tesseract-ocr failed; OCR (KAG_OCR=auto) stays unavailable"; \
+	else \
+	  echo "tesseract: skipped (needs root and apt-get); for OCR (KAG_OCR=auto) install tesseract-ocr yourself"; \
+	fi
 
 # the CMAKE_ARGS `make install` builds llama-cpp-python with on this machine
 llama-cmake-args:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from kag.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from ingest.loaders.registry import LoaderRegistry
     from ingest.pipeline import Ingestor, Item, Preparer
     from kag.models.embedder import SentenceTransformerEmbedder
     from kag.settings import Settings
@@ -120,7 +121,14 @@ class PrepareSpec:
     json_text_field: str = "text"
     json_title_field: str = "title"
     spacy_model: str | None = "en_core_web_sm"  # None: no graph extraction
-    max_file_bytes: int = 50 * 1024 * 1024
+    max_file_bytes: int = 50_000_000
+    max_uncompressed_bytes: int = 100_000_000
+    max_zip_entries: int = 10_000
+    max_zip_ratio: float = 100.0
+    max_document_chars: int = 20_000_000
+    ocr: str = "off"
+    tesseract_cmd: str = "tesseract"
+    ocr_language: str = "eng"
     fingerprint: str = ""
 
     @classmethod
@@ -137,7 +145,33 @@ class PrepareSpec:
             json_title_field=s.json_title_field,
             spacy_model=s.spacy_model if s.graph_enabled else None,
             max_file_bytes=s.max_file_bytes,
+            max_uncompressed_bytes=int(s.max_uncompressed_mb * 1_000_000),
+            max_zip_entries=s.max_zip_entries,
+            max_zip_ratio=s.max_zip_ratio,
+            max_document_chars=s.max_document_chars,
+            ocr=s.ocr,
+            tesseract_cmd=s.tesseract_cmd,
+            ocr_language=s.ocr_language,
             fingerprint=fingerprint,
+        )
+
+    def build_registry(self) -> LoaderRegistry:
+        """The default loader registry under these limits and OCR options."""
+        from ingest.loaders import LoaderLimits, default_registry
+
+        limits = LoaderLimits(
+            max_uncompressed_bytes=self.max_uncompressed_bytes,
+            max_zip_entries=self.max_zip_entries,
+            max_zip_ratio=self.max_zip_ratio,
+            max_text_chars=self.max_document_chars,
+        )
+        return default_registry(
+            json_text_field=self.json_text_field,
+            json_title_field=self.json_title_field,
+            limits=limits,
+            ocr=self.ocr,
+            tesseract_cmd=self.tesseract_cmd,
+            ocr_language=self.ocr_language,
         )
 
     def build_embedder(self, device: str | None = None) -> SentenceTransformerEmbedder:
@@ -151,7 +185,6 @@ class PrepareSpec:
 
     def build_preparer(self) -> Preparer:
         from ingest.chunking import Chunker, HFTokenizer
-        from ingest.loaders import default_registry
         from ingest.pipeline import Preparer
         from kag.models.embedder import bundled_embedding_model_path
 
@@ -164,9 +197,10 @@ class PrepareSpec:
         tokenizer = HFTokenizer(self.embedding_model_path or bundled_embedding_model_path())
         return Preparer(
             Chunker(tokenizer, self.chunk_size, self.chunk_overlap),
-            default_registry(json_text_field=self.json_text_field, json_title_field=self.json_title_field),
+            self.build_registry(),
             extractor=extractor,
             max_file_bytes=self.max_file_bytes,
+            max_document_chars=self.max_document_chars,
             fingerprint=self.fingerprint,
         )
 

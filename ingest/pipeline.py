@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ingest.loaders.base import check_text_length
 from kag import ids
 from kag.errors import DocumentError, FileTooLargeError, KagError, UnreadablePathError
 from kag.ledger.models import DocumentStatus, JobStatus
@@ -20,6 +21,7 @@ from kag.models.embedder import Embedder
 from kag.records import ChunkDraft, GraphExtraction, ParsedDocument
 from kag.stores.bundle import Stores
 from kag.stores.graph import embed_entity_names
+from kag.units import MB, describe_limit, describe_size
 
 if TYPE_CHECKING:
     from ingest.executors import Executor
@@ -145,13 +147,15 @@ class Preparer:
         registry: LoaderRegistryLike,
         *,
         extractor: ExtractorLike | None = None,
-        max_file_bytes: int = 50 * 1024 * 1024,
+        max_file_bytes: int = 50 * MB,
+        max_document_chars: int | None = None,
         fingerprint: str = "",
     ) -> None:
         self.chunker = chunker
         self.registry = registry
         self.extractor = extractor
         self.max_file_bytes = max_file_bytes
+        self.max_document_chars = max_document_chars
         self.fingerprint = fingerprint
 
     def prepare(self, path: Path, collection: str, known: KnownDocument | None) -> Item:
@@ -163,8 +167,8 @@ class Preparer:
                 size = path.stat().st_size
                 if size > self.max_file_bytes:
                     raise FileTooLargeError(
-                        f"{shown} is {size / 1e6:.1f} MB, over the {self.max_file_bytes / 1e6:.1f} MB limit",
-                        hint="raise KAG_MAX_FILE_SIZE_MB to ingest it",
+                        f"{shown} is {describe_size(size)}, over the {describe_limit(self.max_file_bytes)} limit",
+                        hint="raise KAG_MAX_FILE_SIZE_MB (in MB of 10^6 bytes) to ingest it",
                     )
                 data = path.read_bytes()
             except OSError as exc:
@@ -179,6 +183,8 @@ class Preparer:
                 return source_uri
             loader = self.registry.for_path(path)
             parsed = loader.load(data, source=shown)
+            # every loader, a plugin's too, is held to the text limit (the built-ins stop early)
+            check_text_length(parsed.text, shown, self.max_document_chars)
             chunks = self.chunker.chunk(parsed)
             graph = self.extractor.extract(chunks) if self.extractor is not None and chunks else GraphExtraction()
             return _Prepared(shown, source_uri, sha, len(data), parsed, chunks, graph, known is not None)
@@ -244,7 +250,8 @@ class Ingestor:
         registry: LoaderRegistryLike,
         *,
         extractor: ExtractorLike | None = None,
-        max_file_bytes: int = 50 * 1024 * 1024,
+        max_file_bytes: int = 50 * MB,
+        max_document_chars: int | None = None,
         batch_chunks: int = 256,
         fingerprint: str = "",
         executor: Executor | None = None,
@@ -256,7 +263,12 @@ class Ingestor:
         self.embedder = embedder
         # documents ingested under other chunking/embedding settings are re-processed
         self.preparer = Preparer(
-            chunker, registry, extractor=extractor, max_file_bytes=max_file_bytes, fingerprint=fingerprint
+            chunker,
+            registry,
+            extractor=extractor,
+            max_file_bytes=max_file_bytes,
+            max_document_chars=max_document_chars,
+            fingerprint=fingerprint,
         )
         self.batch_chunks = batch_chunks
         #: where parsing, chunking, extraction and embedding run; writes always happen here
@@ -473,6 +485,11 @@ class Ingestor:
             else:
                 report.documents_added += 1
             report.chunks_added += len(w.chunks)
+            # a part that failed alone (an email's broken attachment): reported, the document kept
+            for part in p.parsed.metadata.get("attachment_errors", ()):
+                err = FileError(f"{p.path}#{part['attachment']}", part["code"], part["message"])
+                report.errors.append(err)
+                ledger.add_job_error(report.job_id, err.path, err.code, err.message)
             if listener:
                 listener.on_file_done(p.path, len(w.chunks), True)
 

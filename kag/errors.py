@@ -106,6 +106,12 @@ class UnreadablePathError(DocumentError):
     code = "unreadable_path"
 
 
+class OcrUnavailableError(DocumentError):
+    """A page needs OCR (KAG_OCR=auto) and the OCR engine cannot run here."""
+
+    code = "ocr_unavailable"
+
+
 # --- the service's request errors (kag/api maps each code to one HTTP status) --------------
 
 

@@ -67,7 +67,31 @@ class Settings(BaseSettings):
     chunk_size: int = Field(200, ge=16, description="Chunk budget in tokens of the embedder's tokenizer.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks of one section.")
     index_batch_size: int = Field(256, ge=1, description="Chunks written to the indexes per batch during ingestion.")
-    max_file_size_mb: float = Field(50.0, gt=0, description="Files larger than this are rejected before parsing.")
+    max_file_size_mb: float = Field(
+        50.0, gt=0, description="Files larger than this many MB (10^6 bytes) are rejected before parsing."
+    )
+    max_uncompressed_mb: float = Field(
+        100.0,
+        gt=0,
+        description="A .docx/.xlsx/.pptx whose zip entries add up to more MB than this uncompressed is "
+        "rejected before parsing (zip bombs).",
+    )
+    max_zip_entries: int = Field(10_000, ge=1, description="Most entries a .docx/.xlsx/.pptx zip may hold.")
+    max_zip_ratio: float = Field(
+        100.0,
+        gt=1,
+        description="Most a zip entry over 1 MB may inflate (uncompressed / compressed size) in a .docx/.xlsx/.pptx.",
+    )
+    max_document_chars: int = Field(
+        20_000_000, ge=1, description="Most characters of text one file may yield; longer ones are rejected."
+    )
+    ocr: Literal["off", "auto"] = Field(
+        "off",
+        description="`auto`: OCR each PDF page that has no text layer with tesseract (KAG_TESSERACT_CMD); "
+        "`off`: such pages stay empty.",
+    )
+    tesseract_cmd: str = Field("tesseract", description="The tesseract program KAG_OCR=auto runs (name or path).")
+    ocr_language: str = Field("eng", description="Tesseract language(s) for OCR, e.g. `eng+deu`.")
     json_text_field: str = Field("text", description="Field of `.json`/`.jsonl` records that holds the text.")
     json_title_field: str = Field("title", description="Field of `.json`/`.jsonl` records that holds a title.")
     graph_enabled: bool = Field(True, description="Extract entities and relations into the knowledge graph.")
@@ -349,7 +373,8 @@ class Settings(BaseSettings):
 
     @property
     def max_file_bytes(self) -> int:
-        return int(self.max_file_size_mb * 1024 * 1024)
+        """KAG_MAX_FILE_SIZE_MB in bytes: MB are 10^6 bytes here, as in every size setting and message."""
+        return int(self.max_file_size_mb * 1_000_000)
 
 
 def settings_table() -> list[tuple[str, str, str]]:

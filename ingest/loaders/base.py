@@ -1,16 +1,31 @@
-"""The loader protocol, the registry that picks a loader per file, and helpers loaders share."""
+"""The loader protocol and the helpers loaders share; it imports no concrete loader (see registry.py)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from pathlib import PurePath
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from kag.errors import EmptyDocumentError, UnsupportedFormatError
+from kag.errors import EmptyDocumentError, FileTooLargeError
 from kag.records import HeadingSpan, ParsedDocument
+from kag.units import MB
 
 TITLE_MAX_CHARS = 120
+
+
+@dataclass(frozen=True, slots=True)
+class LoaderLimits:
+    """Bounds on what one file may expand to while parsing, so a small file cannot exhaust memory."""
+
+    #: sum of the uncompressed sizes of a zip-based file's entries (.docx, .xlsx, .pptx)
+    max_uncompressed_bytes: int = 100 * MB
+    #: entries in one zip-based file
+    max_zip_entries: int = 10_000
+    #: uncompressed / compressed size of one entry (checked on entries over 1 MB uncompressed)
+    max_zip_ratio: float = 100.0
+    #: characters of text one file may yield
+    max_text_chars: int = 20_000_000
 
 
 @runtime_checkable
@@ -20,117 +35,6 @@ class Loader(Protocol):
     def load(self, data: bytes, *, source: str) -> ParsedDocument:
         """Parse `data` (the whole file); `source` names it in errors."""
         ...
-
-
-class LoaderRegistry:
-    """Maps file extensions and MIME types to loaders; built-ins and plugins register alike."""
-
-    def __init__(self) -> None:
-        self._by_extension: dict[str, Loader] = {}
-        self._by_mime: dict[str, Loader] = {}
-        self._mime_by_extension: dict[str, str] = {}
-
-    def register(self, loader: Loader, *, extensions: Iterable[str], mime_types: Iterable[str]) -> None:
-        """Route `extensions` (".pdf" or "pdf") and `mime_types` to `loader`; a later call overrides."""
-        if not isinstance(loader, Loader):
-            raise TypeError(f"{loader!r} has no load(data, *, source) method")
-        mimes = [_normalize_mime(m) for m in mime_types]
-        exts = [_normalize_extension(e) for e in extensions]
-        if not exts and not mimes:
-            raise ValueError("register() needs at least one extension or MIME type")
-        for mime in mimes:
-            self._by_mime[mime] = loader
-        for ext in exts:
-            self._by_extension[ext] = loader
-            if mimes:
-                self._mime_by_extension[ext] = mimes[0]
-
-    def for_path(self, path_or_name: str | PurePath) -> Loader:
-        """The loader for a file name, chosen by its extension (case-insensitive)."""
-        ext = _extension_of(path_or_name)
-        loader = self._by_extension.get(ext)
-        if loader is None:
-            raise self._unsupported(path_or_name, ext)
-        return loader
-
-    def for_mime(self, mime: str) -> Loader:
-        """The loader for a MIME type; parameters such as `; charset=utf-8` are ignored."""
-        loader = self._by_mime.get(_normalize_mime(mime))
-        if loader is None:
-            raise UnsupportedFormatError(
-                f"no loader for MIME type {mime!r}",
-                hint="supported types: " + ", ".join(sorted(self._by_mime)),
-                mime_type=mime,
-            )
-        return loader
-
-    def supported_extensions(self) -> tuple[str, ...]:
-        """Registered extensions, sorted, each with its leading dot."""
-        return tuple(sorted(self._by_extension))
-
-    def mime_type_for(self, name: str | PurePath) -> str:
-        """The MIME type registered for a file name's extension."""
-        ext = _extension_of(name)
-        mime = self._mime_by_extension.get(ext)
-        if mime is None:
-            raise self._unsupported(name, ext)
-        return mime
-
-    def _unsupported(self, name: str | PurePath, ext: str) -> UnsupportedFormatError:
-        shown = repr(ext) if ext else "no extension"
-        return UnsupportedFormatError(
-            f"{name}: unsupported file type ({shown})",
-            hint="supported extensions: " + ", ".join(self.supported_extensions()),
-            source=str(name),
-        )
-
-
-def default_registry(*, json_text_field: str = "text", json_title_field: str = "title") -> LoaderRegistry:
-    """A registry with every built-in loader, registered through the public `register` path."""
-    # imported here so that `import ingest.loaders.base` stays cheap for plugin authors
-    from ingest.loaders.docx import DocxLoader
-    from ingest.loaders.html import HtmlLoader
-    from ingest.loaders.jsonl import JsonLinesLoader, JsonLoader
-    from ingest.loaders.markdown import MarkdownLoader
-    from ingest.loaders.pdf import PdfLoader
-    from ingest.loaders.text import TextLoader
-
-    registry = LoaderRegistry()
-    registry.register(TextLoader(), extensions=[".txt", ".text"], mime_types=["text/plain"])
-    registry.register(
-        MarkdownLoader(), extensions=[".md", ".markdown"], mime_types=["text/markdown", "text/x-markdown"]
-    )
-    registry.register(HtmlLoader(), extensions=[".html", ".htm"], mime_types=["text/html", "application/xhtml+xml"])
-    registry.register(PdfLoader(), extensions=[".pdf"], mime_types=["application/pdf"])
-    registry.register(
-        DocxLoader(),
-        extensions=[".docx"],
-        mime_types=["application/vnd.openxmlformats-officedocument.wordprocessingml.document"],
-    )
-    registry.register(
-        JsonLoader(text_field=json_text_field, title_field=json_title_field),
-        extensions=[".json"],
-        mime_types=["application/json"],
-    )
-    registry.register(
-        JsonLinesLoader(text_field=json_text_field, title_field=json_title_field),
-        extensions=[".jsonl", ".ndjson"],
-        mime_types=["application/jsonl", "application/x-ndjson", "application/x-jsonlines"],
-    )
-    return registry
-
-
-def _normalize_extension(ext: str) -> str:
-    ext = ext.strip().lower()
-    return ext if ext.startswith(".") else "." + ext
-
-
-def _normalize_mime(mime: str) -> str:
-    return mime.split(";", 1)[0].strip().lower()
-
-
-def _extension_of(name: str | PurePath) -> str:
-    return PurePath(name).suffix.lower()
 
 
 # --- helpers shared by the built-in loaders ---------------------------------------------
@@ -172,26 +76,73 @@ def require_text(text: str, source: str, *, what: str = "no text", hint: str | N
         )
 
 
-class TextAssembler:
-    """Builds a document's text block by block, recording heading offsets into the result."""
+def text_too_long(source: str, chars: int, limit: int) -> FileTooLargeError:
+    """The error for a file whose text passes `limit` characters (KAG_MAX_DOCUMENT_CHARS)."""
+    return FileTooLargeError(
+        f"{source}: its text is over the limit of {limit:,} characters"
+        + (f" ({chars:,} found)" if chars > limit else ""),
+        hint="split the file, or raise KAG_MAX_DOCUMENT_CHARS",
+        source=source,
+    )
 
-    def __init__(self) -> None:
+
+def check_text_length(text: str, source: str, limit: int | None) -> None:
+    """Raise FileTooLargeError when `text` is longer than `limit` characters (None: no limit)."""
+    if limit is not None and len(text) > limit:
+        raise text_too_long(source, len(text), limit)
+
+
+class TextAssembler:
+    """Builds a document's text block by block, recording heading offsets into the result.
+
+    With `max_chars` it refuses (FileTooLargeError naming `source`) as soon as the text would pass the
+    limit, so a loader stops reading a huge file early instead of building all of it first."""
+
+    def __init__(self, *, max_chars: int | None = None, source: str = "") -> None:
         self._parts: list[str] = []
         self._length = 0
         self.headings: list[HeadingSpan] = []
+        self._max_chars = max_chars
+        self._source = source
 
     def add(self, block: str, *, heading_level: int | None = None, verbatim: bool = False) -> None:
         """Append a stripped block after a blank line; `verbatim` keeps indentation (for `<pre>`)."""
         block = block.strip("\n").rstrip() if verbatim else block.strip()
         if not block:
             return
-        if self._parts:
-            self._parts.append("\n\n")
-            self._length += 2
+        separator = "\n\n" if self._parts else ""
+        if self._max_chars is not None and self._length + len(separator) + len(block) > self._max_chars:
+            raise text_too_long(self._source, 0, self._max_chars)
+        if separator:
+            self._parts.append(separator)
+            self._length += len(separator)
         if heading_level is not None:
             self.headings.append(HeadingSpan(heading_level, block, self._length, self._length + len(block)))
         self._parts.append(block)
         self._length += len(block)
+
+    def add_document(self, text: str, headings: Iterable[HeadingSpan], *, level_shift: int = 0) -> tuple[int, int]:
+        """Append another document's text as one block, its headings kept (levels shifted); its (start, end)."""
+        block = text.strip()
+        if not block:
+            return self._length, self._length
+        lead = len(text) - len(text.lstrip())
+        start = self.next_start()
+        self.add(block, verbatim=True)
+        for h in headings:
+            if lead <= h.start and h.end <= lead + len(block):
+                shift = start - lead
+                self.headings.append(HeadingSpan(h.level + level_shift, h.title, h.start + shift, h.end + shift))
+        return start, self._length
+
+    @property
+    def length(self) -> int:
+        """Characters assembled so far."""
+        return self._length
+
+    def next_start(self) -> int:
+        """Where the next block added would start (after its blank-line separator)."""
+        return self._length + 2 if self._parts else self._length
 
     @property
     def text(self) -> str:

@@ -6,7 +6,9 @@ import io
 import re
 from typing import Any
 
+from ingest.loaders.archive import check_zip
 from ingest.loaders.base import (
+    LoaderLimits,
     TextAssembler,
     clean_title,
     first_line_title,
@@ -24,9 +26,14 @@ class DocxLoader:
 
     mime_type = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
+    def __init__(self, *, limits: LoaderLimits | None = None) -> None:
+        self.limits = limits or LoaderLimits()
+
     def load(self, data: bytes, *, source: str) -> ParsedDocument:
+        # python-docx inflates every part into memory: check what they would inflate to first
+        check_zip(data, source, self.limits, kind=".docx")
         document = _open(data, source)
-        out = TextAssembler()
+        out = TextAssembler(max_chars=self.limits.max_text_chars, source=source)
         styled_title: str | None = None
         for item in document.iter_inner_content():
             if hasattr(item, "rows"):

@@ -7,7 +7,7 @@ from itertools import accumulate
 from typing import Any
 
 from ingest.loaders.base import clean_title, first_line_title, require_text
-from ingest.loaders.text import decode_text
+from ingest.loaders.text import detect_text
 from kag.records import HeadingSpan, ParsedDocument
 
 # YAML front matter: markdown-it would read its closing `---` as a setext underline
@@ -24,7 +24,8 @@ class MarkdownLoader:
         self._parser: Any = None  # built on first use, so importing the module stays cheap
 
     def load(self, data: bytes, *, source: str) -> ParsedDocument:
-        text = decode_text(data, source)
+        decoded = detect_text(data, source)
+        text = decoded.text
         require_text(text, source, what="the file is empty or whitespace only")
         front = _FRONT_MATTER.match(text)
         body_start = front.end() if front else 0
@@ -34,7 +35,13 @@ class MarkdownLoader:
             # the first H1, else the first heading, else the first line
             ranked = sorted(headings, key=lambda h: h.level != 1)
             title = clean_title(ranked[0].title) if ranked else first_line_title(text[body_start:])
-        return ParsedDocument(text=text, mime_type=self.mime_type, title=title, headings=headings)
+        return ParsedDocument(
+            text=text,
+            mime_type=self.mime_type,
+            title=title,
+            headings=headings,
+            metadata={"encoding": decoded.encoding},
+        )
 
     def _headings(self, text: str) -> list[HeadingSpan]:
         if self._parser is None:

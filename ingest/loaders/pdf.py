@@ -6,6 +6,7 @@ import io
 from typing import Any
 
 from ingest.loaders.base import clean_title, first_line_title, normalize_newlines
+from ingest.loaders.ocr import OCR_MODES, TesseractOcr
 from kag.errors import CorruptDocumentError, EmptyDocumentError, EncryptedDocumentError
 from kag.records import PageSpan, ParsedDocument
 
@@ -13,14 +14,20 @@ PAGE_SEPARATOR = "\n\n"
 
 
 class PdfLoader:
-    """`.pdf`: extractable text only; scanned pages need OCR before ingestion."""
+    """`.pdf`: the text layer of each page; with `ocr="auto"` a page without one is OCRed by tesseract."""
 
     mime_type = "application/pdf"
+
+    def __init__(self, *, ocr: str = "off", tesseract_cmd: str = "tesseract", ocr_language: str = "eng") -> None:
+        if ocr not in OCR_MODES:
+            raise ValueError(f"ocr must be one of {', '.join(OCR_MODES)}, got {ocr!r}")
+        self.ocr = TesseractOcr(tesseract_cmd, language=ocr_language) if ocr == "auto" else None
 
     def load(self, data: bytes, *, source: str) -> ParsedDocument:
         reader = _open(data, source)
         parts: list[str] = []
         pages: list[PageSpan] = []
+        ocr_pages: list[int] = []
         offset = 0
         for number, page in enumerate(_pages(reader, source), start=1):
             try:
@@ -33,6 +40,10 @@ class PdfLoader:
                 ) from exc
             # NULs show up in some font encodings and are never text
             text = normalize_newlines(raw).replace("\x00", "").strip()
+            if not text and self.ocr is not None:
+                text = self.ocr.page_text(page, number=number, source=source)
+                if text:
+                    ocr_pages.append(number)
             if parts:
                 parts.append(PAGE_SEPARATOR)
                 offset += len(PAGE_SEPARATOR)
@@ -41,17 +52,28 @@ class PdfLoader:
             offset += len(text)
         text = "".join(parts)
         if not text.strip():
+            if self.ocr is not None:
+                raise EmptyDocumentError(
+                    f"{source}: none of its {len(pages)} page(s) has extractable text, and OCR found none in "
+                    "their images",
+                    hint="check the scan's quality, or KAG_OCR_LANGUAGE if it is not in English",
+                    source=source,
+                )
             raise EmptyDocumentError(
                 f"{source}: none of its {len(pages)} page(s) has extractable text; it may be scanned images",
-                hint="run OCR on it first (e.g. `ocrmypdf in.pdf out.pdf`) and ingest the result",
+                hint="set KAG_OCR=auto to OCR such pages with tesseract, or run OCR on it first "
+                "(e.g. `ocrmypdf in.pdf out.pdf`) and ingest the result",
                 source=source,
             )
+        metadata: dict[str, Any] = {"page_count": len(pages)}
+        if ocr_pages:
+            metadata["ocr_pages"] = ocr_pages
         return ParsedDocument(
             text=text,
             mime_type=self.mime_type,
             title=_metadata_title(reader) or first_line_title(text),
             pages=tuple(pages),
-            metadata={"page_count": len(pages)},
+            metadata=metadata,
         )
 
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kag.errors import OverloadedError, RateLimitedError
 from kag.keys import ApiKey
+from kag.units import describe_limit
 
 
 @dataclass
@@ -198,7 +199,7 @@ class BodyLimitMiddleware:
         limit = self.upload_max_bytes if upload else self.max_bytes
         what = "upload" if upload else "request body"
         setting = "KAG_API_MAX_UPLOAD_MB" if upload else "KAG_API_MAX_REQUEST_MB"
-        message = f"the {what} is over the limit of {limit / 1e6:.1f} MB ({setting})"
+        message = f"the {what} is over the limit of {describe_limit(limit)} ({setting})"
         declared = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":

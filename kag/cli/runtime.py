@@ -97,7 +97,6 @@ class Runtime:
     @cached_property
     def ingestor(self) -> Ingestor:
         from ingest.chunking import Chunker, HFTokenizer
-        from ingest.loaders import default_registry
         from ingest.pipeline import Ingestor
 
         s = self.settings
@@ -105,9 +104,10 @@ class Runtime:
             self.stores,
             self.embedder,
             Chunker(HFTokenizer(self.embedder.model_path), s.chunk_size, s.chunk_overlap),
-            default_registry(json_text_field=s.json_text_field, json_title_field=s.json_title_field),
+            self.prepare_spec.build_registry(),
             extractor=self.extractor if s.graph_enabled else None,
             max_file_bytes=s.max_file_bytes,
+            max_document_chars=s.max_document_chars,
             batch_chunks=s.index_batch_size,
             fingerprint=self.fingerprint,
             executor=self.executor,

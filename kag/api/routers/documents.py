@@ -34,6 +34,7 @@ from kag.errors import (
 )
 from kag.keys import ApiKey, check_collection_name
 from kag.ledger.models import JobStatus
+from kag.units import describe_limit, describe_size
 
 router = APIRouter(prefix="/v1", tags=["collections and documents"])
 
@@ -154,7 +155,8 @@ async def upload_documents(
     response: Response,
     key: Annotated[ApiKey, Depends(require(Action.DOCUMENTS_WRITE))],
     files: Annotated[
-        list[UploadFile], File(description="One or more documents (.txt .md .html .pdf .docx .json .jsonl)")
+        list[UploadFile],
+        File(description="One or more documents (.txt .md .html .pdf .docx .xlsx .pptx .csv .eml .json .jsonl)"),
     ],
 ) -> JobInfo:
     svc = services(request)
@@ -177,7 +179,7 @@ async def upload_documents(
         size = upload.size if upload.size is not None else 0
         if size > max_bytes:
             raise FileTooLargeError(
-                f"{file_name} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit per file",
+                f"{file_name} is {describe_size(size)}, over the {describe_limit(max_bytes)} limit per file",
                 hint="raise KAG_MAX_FILE_SIZE_MB to ingest it",
                 file=file_name,
             )

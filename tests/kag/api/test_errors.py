@@ -197,6 +197,12 @@ def test_upload_limits_and_types_are_checked_before_any_work(api: Api) -> None:
             c.post(url, files=[("files", ("mid.txt", b"x" * 5_000, "text/plain"))], headers=h), 413, "file_too_large"
         )
         assert "KAG_MAX_FILE_SIZE_MB" in err["hint"]
+        # MB are 10^6 bytes: 0.002 MB is 2,000 bytes, and the message says both
+        assert "mid.txt is 0.0 MB (5,000 bytes), over the 0.002 MB limit per file" in err["message"]
+        err = envelope(
+            c.post(url, files=[("files", ("edge.txt", b"x" * 2_001, "text/plain"))], headers=h), 413, "file_too_large"
+        )
+        assert "(2,001 bytes), over the 0.002 MB limit" in err["message"]
         err = envelope(
             c.post(url, files=[("files", ("tool.exe", b"MZ", "application/octet-stream"))], headers=h),
             415,
