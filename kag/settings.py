@@ -143,13 +143,19 @@ class Settings(BaseSettings):
         "at a blank line and as soon as the text starts repeating itself).",
     )
 
-    answer_min_answerable: float = Field(
-        0.5,
+    answer_min_answerable: float | None = Field(
+        None,
         ge=0,
         le=1,
         description="Least probability, read from the loaded model before it writes anything, that the sources "
         "answer the question; below it kag abstains without generating (the reason says so in the audit record). "
-        "0 turns the probe's decision off (it is still recorded).",
+        "Default: the value tuned for the named model (docs/evaluation.md), 0 for other GGUF files; 0 turns the "
+        "probe's decision off (it is still recorded).",
+    )
+    answer_multihop: bool = Field(
+        True,
+        description="Split comparison questions at their two entities and follow bridge questions to the entity "
+        "the first retrieval found, retrieving once per hop; the audit record keeps every hop.",
     )
     answer_short: bool = Field(
         True,

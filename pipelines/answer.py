@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from kag.ledger import Ledger
 from kag.records import ScoredChunk, SearchHit, Source, Verification
+from pipelines.multihop import Hop, Plan, gather, plan
 from pipelines.rerank import RerankStage
 from pipelines.retrieve import HybridRetriever, hydrate
 from pipelines.verify import REASON_JUDGED_UNANSWERABLE
@@ -80,11 +81,13 @@ class AnswerResult:
     audit_id: str
     timings: dict[str, float] = field(default_factory=dict)
     short_answer: str | None = None  # the answering phrase of the verified answer ("1.5 days", "yes")
+    asked: str | None = None  # the question as asked, when a follow-up was rewritten into `question`
     p_answerable: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "question": self.question,
+            "asked": self.asked if self.asked != self.question else None,
             "collections": list(self.collections),
             "answer": self.answer,
             "short_answer": self.short_answer,
@@ -127,6 +130,7 @@ class AnswerPipeline:
         default_policy: str = "extractive",
         answerable_threshold: float = 0.0,
         short_answers: bool = True,
+        multihop: bool = True,
     ) -> None:
         self.ledger = ledger
         self.retriever = retriever
@@ -141,6 +145,7 @@ class AnswerPipeline:
         # least P(the sources answer the question) from the model's probe for an answer to be written
         self.answerable_threshold = answerable_threshold
         self.short_answers = short_answers
+        self.multihop = multihop  # decompose bridge and comparison questions and retrieve per hop
 
     def answer(
         self,
@@ -151,10 +156,14 @@ class AnswerPipeline:
         policy: str | None = None,
         filters: MetadataFilter | None = None,
         on_token: Callable[[str], None] | None = None,
+        history: Sequence[tuple[str, str]] = (),
     ) -> AnswerResult:
         """Answer from the caller's collections only; the audit record is written before returning."""
         result: AnswerResult | None = None
-        for event, value in self.stream(question, collections, principal=principal, policy=policy, filters=filters):
+        events = self.stream(
+            question, collections, principal=principal, policy=policy, filters=filters, history=history
+        )
+        for event, value in events:
             if event == "token" and on_token is not None:
                 on_token(value)
             elif event == "final":
@@ -170,9 +179,22 @@ class AnswerPipeline:
         principal: str = "local",
         policy: str | None = None,
         filters: MetadataFilter | None = None,
+        history: Sequence[tuple[str, str]] = (),
     ) -> Iterator[tuple[str, Any]]:
-        """Yields ("token", str) while generating, then ("final", AnswerResult) once verified and audited."""
+        """Yields ("token", str) while generating, then ("final", AnswerResult) once verified and audited.
+
+        `history`: the conversation so far as (role, text) turns; a follow-up ("Which version does it
+        run?") is rewritten into a standalone question from it, and that question is what is retrieved
+        and answered (the audit record keeps both)."""
         policy = policy or self.default_policy
+        asked_question = question
+        conversation = None
+        if history:
+            from pipelines.conversation import rewrite_follow_up
+
+            rewrite = rewrite_follow_up(self.generator, history, question)
+            question = rewrite.question
+            conversation = rewrite.to_dict()
         scope = sorted(set(collections))
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -192,6 +214,15 @@ class AnswerPipeline:
 
         t1 = time.perf_counter()
         reranked = self.rerank.run(question, candidates, self.context_chunks) if candidates else []
+        the_plan = plan(question) if self.multihop and reranked else Plan("single")
+        hops: list[Hop] = []
+        if the_plan.kind != "single":
+
+            def another_hop(query: str, n: int) -> tuple[list[SearchHit], list[list[Any]]]:
+                found, _ = self.retriever.retrieve_traced(query, self.rerank_depth, scope, document_ids)
+                return self.rerank.run(query, hydrate(self.ledger, found), n), _trace(found)
+
+            reranked, hops = gather(question, the_plan, reranked, _trace(reranked), another_hop, k=self.context_chunks)
         timings["rerank"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
@@ -255,6 +286,7 @@ class AnswerPipeline:
             "principal": principal,
             "collections": scope,
             "question": question,
+            "conversation": conversation,
             "filters": None
             if filters is None
             else {
@@ -267,6 +299,15 @@ class AnswerPipeline:
                 "per_retriever": {name: _trace(hits) for name, hits in rankings.items()},
                 "fused": _trace(fused),
                 "reranked": _trace(reranked),
+            },
+            "multihop": None
+            if not hops
+            else {
+                "kind": the_plan.kind,
+                "entities": list(the_plan.entities),
+                "hops": [h.to_dict() for h in hops],
+                "composition": "sources interleaved hop by hop (comparison: each entity's hop first), "
+                "then one answer over all of them",
             },
             "sources": [
                 {
@@ -306,6 +347,7 @@ class AnswerPipeline:
             "final",
             AnswerResult(
                 question=question,
+                asked=asked_question,
                 collections=tuple(scope),
                 answer=verification.answer,
                 verification=verification,

@@ -45,6 +45,17 @@ ANSWER_INSTRUCTION = (
 ANSWER_EXAMPLE: tuple[str, str] | None = None
 PROBE_PREFIX = "Answerable:"
 PROBE_YES = " yes\nAnswer:"
+# The answerability threshold tuned per model on a seeded SQuAD 2.0 sample (docs/evaluation.md), by the
+# sha256 of the GGUF weights; other files get 0 (the probe is recorded, it decides nothing).
+TUNED_MIN_ANSWERABLE = {
+    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32": 0.5,  # qwen2.5-coder-0.5b Q4_K_M
+}
+
+
+def tuned_min_answerable(model_sha256: str) -> float:
+    return TUNED_MIN_ANSWERABLE.get(model_sha256, 0.0)
+
+
 SHORT_ANSWER_INSTRUCTION = (
     "Copy from the text only the few words that answer the question: a name, number, date, place or short "
     "phrase. Reply with those words only."

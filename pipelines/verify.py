@@ -506,6 +506,32 @@ def _content_positions(text: str) -> list[tuple[str, float]]:
     return out
 
 
+def _clauses(text: str) -> list[str]:
+    return [c for c in re.split(r"[.;:!?]\s|,\s+(?:which|and|but|while|so)\b", text) if c.strip()]
+
+
+def number_clash(claim: str, evidence: str, claim_window: int = 2, evidence_window: int = 6) -> list[tuple[str, str]]:
+    """(number, word) pairs where the claim binds a number to words ("18 days per month") that the evidence
+    never writes after that number ("1.5 days per month, which adds up to 18 days per year"): every number
+    of the claim is in the evidence, and the fact is still wrong."""
+    after: dict[str, list[set[str]]] = {}
+    for clause in _clauses(evidence):
+        seq = [t for t, w in _content_positions(clause) if t]
+        for i, token in enumerate(seq):
+            if any(ch.isdigit() for ch in token):
+                after.setdefault(token, []).append(set(seq[i + 1 : i + 1 + evidence_window]))
+    clashes = []
+    for clause in _clauses(claim):
+        seq = [t for t, w in _content_positions(clause) if t]
+        for i, token in enumerate(seq):
+            if not any(ch.isdigit() for ch in token) or token not in after:
+                continue
+            bound = [t for t in seq[i + 1 : i + 1 + claim_window] if not any(ch.isdigit() for ch in t)]
+            if bound and not any(all(t in window for t in bound) for window in after[token]):
+                clashes.extend((token, t) for t in bound if not any(t in window for window in after[token]))
+    return clashes
+
+
 def binding_clash(claim: str, evidence: str, window: int = 4) -> list[tuple[str, str]]:
     """(name, word) pairs the claim writes side by side ("the Magpie database") while the evidence has
     both but never near each other ("Magpie is the broker ... the billing database"): a swapped entity
@@ -665,7 +691,11 @@ class Verifier:
             known = set(content_tokens(span.text)) | question_tokens | set(content_tokens(span.source.hit.title))
             if novel_weight(content_tokens(sentence.text), known) > self.novel_allowance:
                 score = min(score, self.support_threshold - 1e-6)  # the sentence claims more than its evidence
-            elif polarity_clash(sentence.text, span.text) or binding_clash(sentence.text, span.text):
+            elif (
+                polarity_clash(sentence.text, span.text)
+                or binding_clash(sentence.text, span.text)
+                or number_clash(sentence.text, span.text)
+            ):
                 score = min(score, self.support_threshold - 1e-6)  # same words, opposite or swapped meaning
             if score >= self.support_threshold:
                 citation = spans[best].citation()
@@ -728,8 +758,9 @@ class Verifier:
                 span = spans[best]
                 shown.add((span.source.number, span.start, span.end))
                 citation = span.citation()
-                text = f'"{" ".join(span.text.split())}" [{citation.source_number}]'
-                # the shown text is the source's own words, so it is supported by construction
+                text = f'"{" ".join(_MD_EMPHASIS_RE.sub("", span.text).split())}" [{citation.source_number}]'
+                # the shown text is the source's own words (markdown emphasis rendered away; the citation
+                # keeps the exact characters), so it is supported by construction
                 return SentenceVerdict(text, sentence.original, True, float(masked[best]), "replaced", (citation,))
         return SentenceVerdict(sentence.text, sentence.original, False, score, "dropped")
 

@@ -378,8 +378,9 @@ class AuditSummary(BaseModel):
     answer: str
     abstained: bool
     sentences: int
-    supported: int
-    unsupported: int
+    supported: int = Field(description="Model sentences backed by the sources as written.")
+    unsupported: int = Field(description="Model sentences not backed as written (replaced ones included).")
+    replaced: int = Field(0, description="Unsupported model sentences the extractive policy replaced by a quote.")
     citations: int
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from kag.cli.common import err, handle_errors, out, parse_time, print_json, runtime
 from kag.errors import KagError
+from kag.records import verdict_summary
 from kag.settings import settings_table
 
 if TYPE_CHECKING:
@@ -176,7 +177,9 @@ class Policy(StrEnum):
 @app.command()
 @handle_errors
 def ask(
-    question: Annotated[str, typer.Argument(help="The question to answer from the documents.")],
+    question: Annotated[
+        str | None, typer.Argument(help="The question to answer from the documents (with --chat: the first one).")
+    ] = None,
     collection: Annotated[
         list[str], typer.Option("--collection", "-c", help="Collection(s) to answer from; repeat for several.")
     ] = ["default"],  # noqa: B006 - Typer needs a literal default
@@ -189,10 +192,28 @@ def ask(
     since: SinceFilter = None,
     until: UntilFilter = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verified answer as JSON.")] = False,
+    chat: Annotated[
+        bool,
+        typer.Option(
+            "--chat",
+            help="Keep a conversation: read one question per line from stdin until an empty line or EOF; "
+            "follow-ups are rewritten into standalone questions from the turns before.",
+        ),
+    ] = False,
 ) -> None:
     """Answer a question with span-level citations, verified sentence by sentence, and audited."""
+    if question is None and not chat:
+        raise KagError("give a QUESTION, or --chat to read questions from stdin")
     flt = _metadata_filter(document, source, since, until)
     rt = _runtime()
+    if chat:
+        try:
+            _require_collections(rt, collection)
+            _chat(rt, question, collection, policy.value if policy else None, flt, as_json)
+        finally:
+            rt.close()
+        return
+    assert question is not None
     try:
         _require_collections(rt, collection)
         on_token = None
@@ -220,9 +241,40 @@ def ask(
     _print_answer(result)
 
 
+def _chat(rt: Any, first: str | None, collections: list[str], policy: str | None, flt: Any, as_json: bool) -> None:
+    """The `--chat` loop: every answer is verified and audited like a single `kag ask`."""
+    import sys
+
+    history: list[tuple[str, str]] = []
+    pending = [first] if first else []
+    while True:
+        if pending:
+            question = pending.pop()
+        else:
+            if sys.stdin.isatty():
+                err.print("[bold]?[/] ", end="", highlight=False)
+            line = sys.stdin.readline()
+            if not line or not line.strip():
+                return
+            question = line.strip()
+        result = rt.answer_pipeline.answer(
+            question, collections, principal="cli", policy=policy, filters=flt, history=history
+        )
+        if as_json:
+            _print_json(result.to_dict())
+        else:
+            if result.asked and result.asked != result.question:
+                out.print(f"[dim](asked as: {escape(result.question)})[/]", highlight=False)
+            _print_answer(result)
+            out.print()
+        history += [("user", question), ("assistant", result.answer)]
+
+
 def _print_answer(result: Any) -> None:
     v = result.verification
     out.print(escape(result.answer), highlight=False, soft_wrap=True)
+    if getattr(result, "short_answer", None):
+        out.print(f"[dim]short answer: {escape(result.short_answer)}[/]", highlight=False)
     if v.abstained:
         out.print(f"[dim](abstained: {escape(v.reason)})[/]", highlight=False)
     if v.citations:
@@ -236,11 +288,11 @@ def _print_answer(result: Any) -> None:
             )
             out.print(f'      "{escape(" ".join(c.quote.split()))}"', highlight=False, soft_wrap=True)
     if v.sentences:
-        out.print("\n[bold]Verification[/]")
+        out.print(f"\n[bold]Verification[/] [dim]({verdict_summary(v.sentences)})[/]", highlight=False)
         for sv in v.sentences:
-            mark = "[green]supported[/]" if sv.supported else "[red]unsupported[/]"
+            mark = "[green]supported[/]" if sv.model_supported else f"[red]{escape(sv.label)}[/]"
             out.print(
-                f"  {mark} {sv.score:.2f} {sv.action}: {escape(' '.join(sv.original.split()))}",
+                f"  {mark} {sv.score:.2f}: {escape(' '.join(sv.original.split()))}",
                 highlight=False,
                 soft_wrap=True,
             )

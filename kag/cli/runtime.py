@@ -220,6 +220,15 @@ class Runtime:
             require_question_terms=s.verify_question_terms,
         )
 
+    def min_answerable(self) -> float:
+        """`KAG_ANSWER_MIN_ANSWERABLE`, else the threshold tuned for the loaded model's weights."""
+        from pipelines.generate import tuned_min_answerable
+
+        s = self.settings
+        if s.answer_min_answerable is not None:
+            return s.answer_min_answerable
+        return tuned_min_answerable(self.generator.model_sha256)
+
     def _chat_yes_probability(self, message: str) -> float:
         generator = self.generator
         return generator.yes_probability(generator.render_chat([{"role": "user", "content": message}]))
@@ -250,8 +259,9 @@ class Runtime:
             rerank_depth=s.rerank_depth,
             context_chunks=s.context_chunks,
             default_policy=s.verify_policy,
-            answerable_threshold=s.answer_min_answerable,
+            answerable_threshold=self.min_answerable(),
             short_answers=s.answer_short,
+            multihop=s.answer_multihop,
         )
 
     def close(self) -> None:

@@ -209,3 +209,43 @@ def test_a_question_about_a_name_no_source_mentions_abstains_without_generating(
     entry = AuditLog(demo_runtime.stores.ledger).get(result.audit_id)
     assert entry.body["generated"] is False and entry.body["reason"] == v.reason
     assert entry.body["sources"], "the sources read are still recorded"
+
+
+def test_a_follow_up_is_rewritten_from_the_conversation_and_audited(demo_runtime: Any) -> None:
+    history = [("user", "What does Heron depend on?"), ("assistant", "Heron depends on the Tally ledger database.")]
+    result = demo_runtime.answer_pipeline.answer("Which PostgreSQL version does it run?", ["demo"], history=history)
+    assert result.asked == "Which PostgreSQL version does it run?"
+    assert "Heron" in result.question or "Tally" in result.question  # the subject came from the conversation
+    body = AuditLog(demo_runtime.stores.ledger).get(result.audit_id).body
+    conversation = body["conversation"]
+    assert conversation["asked"] == result.asked and conversation["question"] == result.question
+    assert conversation["method"] in ("model", "names") and conversation["turns"][0][1] == history[0][1]
+    assert body["question"] == result.question
+    # the rewritten question retrieved the Heron/Tally passages
+    assert any("Tally" in s.hit.text or "Heron" in s.hit.text for s in result.sources)
+
+
+def test_the_answerability_probe_is_recorded_and_a_low_probe_abstains_without_an_answer(demo_runtime: Any) -> None:
+    from pipelines.verify import REASON_JUDGED_UNANSWERABLE
+
+    base = demo_runtime.answer_pipeline
+    result = base.answer(ANSWERABLE[0], ["demo"])
+    body = AuditLog(demo_runtime.stores.ledger).get(result.audit_id).body
+    assert body["answerability"]["probe"] is True and 0.0 <= body["answerability"]["p_answerable"] <= 1.0
+    assert result.prompt.rstrip().endswith("Answer:") or not body["generated"]
+
+    pipeline = AnswerPipeline(
+        ledger=base.ledger,
+        retriever=base.retriever,
+        rerank=base.rerank,
+        generator=base.generator,
+        verifiers=base.verifiers,
+        audit=base.audit,
+        sampling=base.sampling,
+        answerable_threshold=1.0,  # nothing is that certain: every question is judged unanswerable
+    )
+    judged = pipeline.answer(ANSWERABLE[0], ["demo"])
+    assert judged.verification.abstained and judged.raw_output == ""
+    assert judged.verification.reason.startswith(REASON_JUDGED_UNANSWERABLE)
+    record = AuditLog(demo_runtime.stores.ledger).get(judged.audit_id).body
+    assert record["generated"] is False and record["reason"] == judged.verification.reason

@@ -19,6 +19,7 @@ from pipelines.verify import (
     binding_clash,
     candidate_spans,
     is_heading,
+    number_clash,
     plain_answer,
     polarity_clash,
     split_answer,
@@ -187,3 +188,31 @@ def test_repetition_guard_stops_a_loop_and_keeps_the_first_pass() -> None:
     assert RepetitionGuard.trim("A short answer that never repeats itself at all [1].") == (
         "A short answer that never repeats itself at all [1]."
     )
+
+
+def test_a_number_bound_to_the_wrong_unit_is_a_clash() -> None:
+    evidence = "Full-time employees accrue 1.5 days of paid time off per month, which adds up to 18 days per year."
+    assert number_clash("Full-time employees accrue 18 days per month.", evidence) == [("18", "month")]
+    assert number_clash("Employees accrue 1.5 days per month.", evidence) == []
+    assert number_clash("That adds up to 18 days per year.", evidence) == []
+
+
+def test_the_captured_18_days_per_month_answer_is_not_supported(embedder) -> None:
+    # Qwen2.5-Coder-0.5B on the first demo question: every word and number is in the source, the fact is not
+    source = file_source(1, "handbook/paid-time-off.md", "Full-time employees accrue")
+    raw = " Full-time employees accrue 18 days per month."
+    question = "How many days of paid time off do full-time employees accrue per month?"
+    flagged = Verifier(embedder, policy="flag").verify(question, raw, [source])
+    assert [v.supported for v in flagged.sentences] == [False]
+    replaced = Verifier(embedder, policy="extractive").verify(question, raw, [source])
+    assert "1.5 days" in replaced.answer and replaced.sentences[0].label.startswith("replaced")
+
+
+def test_a_quote_from_a_markdown_source_shows_no_markdown_but_cites_the_exact_characters(embedder) -> None:
+    source = file_source(1, "handbook/paid-time-off.md", "- Full-time employees accrue")
+    raw = "Full-time employees accrue 18 days per month."
+    result = Verifier(embedder, policy="extractive").verify("How much PTO per month?", raw, [source])
+    assert "**" not in result.answer and "1.5 days of PTO per month" in result.answer
+    (citation,) = result.citations
+    text = (DATA / "handbook" / "paid-time-off.md").read_text(encoding="utf-8")
+    assert text[citation.char_start : citation.char_end] == citation.quote and "**" in citation.quote

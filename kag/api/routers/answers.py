@@ -79,7 +79,15 @@ def wants_stream(request: Request, flag: bool) -> bool:
 
 
 async def answer_events(
-    svc: Services, key: ApiKey, question: str, collections: list[str], policy: str | None, flt: Any, endpoint: str
+    svc: Services,
+    key: ApiKey,
+    question: str,
+    collections: list[str],
+    policy: str | None,
+    flt: Any,
+    endpoint: str,
+    *,
+    history: list[tuple[str, str]] | None = None,
 ) -> AsyncIterator[tuple[str, Any]]:
     """The pipeline's ("token", str) and ("final", AnswerResult) events, on a slot of the generation queue.
 
@@ -90,7 +98,9 @@ async def answer_events(
     pipeline = svc.runtime.answer_pipeline
 
     def run() -> Any:
-        return pipeline.stream(question, collections, principal=key.id, policy=policy, filters=flt)
+        return pipeline.stream(
+            question, collections, principal=key.id, policy=policy, filters=flt, history=history or ()
+        )
 
     tokens = svc.metrics.tokens.labels(endpoint=endpoint)
     stream = ThreadStream(run, on_done=slot.release, name="kag-answer")

@@ -19,7 +19,9 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 def _summary(entry: Any) -> AuditSummary:
     body = entry.body
     verdicts = body.get("verdicts") or []
-    supported = sum(1 for v in verdicts if v.get("supported"))
+    # a replaced sentence was the model's, unsupported: its quote is shown instead, and counted apart
+    supported = sum(1 for v in verdicts if v.get("action", "kept" if v.get("supported") else "") == "kept")
+    replaced = sum(1 for v in verdicts if v.get("action") == "replaced")
     return AuditSummary(
         id=entry.id,
         seq=entry.seq,
@@ -32,6 +34,7 @@ def _summary(entry: Any) -> AuditSummary:
         sentences=len(verdicts),
         supported=supported,
         unsupported=len(verdicts) - supported,
+        replaced=replaced,
         citations=len(body.get("citations") or []),
     )
 

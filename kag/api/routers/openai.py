@@ -1,17 +1,18 @@
 """`POST /v1/chat/completions`, OpenAI-compatible: existing OpenAI clients get verified, cited answers.
 
-The last user message is the question; it is answered from the collection named by the request's
-`collection` / `collections` field, else the key's default collection, else every collection the key
-may use. The reply's `content` is the *verified* answer (after the verify stage's policy), with the
-citations in a top-level `citations` list and the verdicts under `kag`.
+The last user message is the question; a follow-up is first rewritten into a standalone question from
+the earlier user and assistant turns (`pipelines.conversation`, recorded in the audit record). It is
+answered from the collection named by the request's `collection` / `collections` field, else the key's
+default collection, else every collection the key may use. The reply's `content` is the *verified*
+answer (after the verify stage's policy), with the citations in a top-level `citations` list and the
+verdicts under `kag`.
 
-When streaming, the first chunk carries the assistant role at once and SSE comments keep the
-connection alive while the model writes; the verified answer follows sentence by sentence once
-verification is done, because the raw model output may not survive verification. (`/v1/ask` with
-`stream: true` streams the raw tokens as they come, then the verified answer.) Sampling fields of the
-request (temperature, max_tokens, ...) are accepted and ignored: answers use the server's settings,
-which the audit record names.
-"""
+When streaming, the first chunk carries the assistant role at once and SSE comments keep the connection
+alive while the model writes; the verified answer follows sentence by sentence once verification is
+done, because the raw model output may not survive verification. (`/v1/ask` with `stream: true` streams
+the raw tokens as they come, then the verified answer.) Sampling fields of the request (temperature,
+max_tokens, ...) are accepted and ignored: answers use the server's settings, which the audit record
+names."""
 
 from __future__ import annotations
 
@@ -47,12 +48,20 @@ def _question(body: ChatCompletionRequest) -> str:
     return question
 
 
+def _history(body: ChatCompletionRequest) -> list[tuple[str, str]]:
+    """The turns before the last user message: a follow-up is rewritten from them (system turns left out)."""
+    return [(m.role, m.text()) for m in body.messages[:-1] if m.role in ("user", "assistant") and m.text().strip()]
+
+
 def _kag(result: Any) -> dict[str, Any]:
     d = result.to_dict()
     return {
         "audit_id": result.audit_id,
         "collections": d["collections"],
         "abstained": d["abstained"],
+        "question": d["question"],
+        "asked": d["asked"],
+        "short_answer": d["short_answer"],
         "reason": d["reason"],
         "policy": d["policy"],
         "sentences": d["sentences"],
@@ -73,7 +82,7 @@ async def chat_completions(
     requested = body.collections or ([body.collection] if body.collection else None)
     collections = await run_in_threadpool(scoped_collections, key, requested, svc.known_collections())
     policy = body.policy.value if body.policy else None
-    events = answer_events(svc, key, question, collections, policy, None, "chat")
+    events = answer_events(svc, key, question, collections, policy, None, "chat", history=_history(body))
     created = int(time.time())
     generator = svc.runtime.generator
     if not body.stream:

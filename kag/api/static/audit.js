@@ -96,7 +96,9 @@ async function loadList() {
   }
   tbody.replaceChildren(
     ...data.records.map((r) => {
-      const verdicts = r.abstained ? "abstained" : `${r.supported}/${r.sentences} supported`;
+      const verdicts = r.abstained
+        ? "abstained"
+        : `${r.supported}/${r.sentences} model sentences supported` + (r.replaced ? `, ${r.replaced} replaced by quotes` : "");
       const row = el(
         "tr",
         { "data-id": r.id },
@@ -189,8 +191,8 @@ async function showRecord(id, row) {
   const verdicts = (b.verdicts || []).map((v) =>
     el(
       "div",
-      { class: `sentence ${v.supported ? "supported" : "unsupported"}` },
-      el("span", { class: "verdict" }, `${v.supported ? "supported" : "unsupported"} · ${v.action} · ${Number(v.score).toFixed(2)}`),
+      { class: `sentence ${(v.action ? v.action === "kept" : v.supported) ? "supported" : "unsupported"}` },
+      el("span", { class: "verdict" }, `${v.label || (v.supported ? "supported" : "unsupported")} · ${Number(v.score).toFixed(2)}`),
       el("div", { class: "text" }, v.text),
       v.original !== v.text ? el("div", { class: "original" }, el("small", {}, `model wrote: ${v.original}`)) : null,
       ...(v.citations || []).map(citationView),

@@ -76,9 +76,13 @@ def test_auditor_reviews_an_answer_in_the_browser(live: Live, tmp_path: Path) ->
             row = page.locator(f"#records tbody tr[data-id='{answer['audit_id']}']")
             expect(row).to_be_visible()
             expect(row.locator(".question")).to_have_text(answer["question"])
-            supported = sum(1 for s in answer["sentences"] if s["supported"])
+            supported = sum(1 for s in answer["sentences"] if s["action"] == "kept")
+            replaced = sum(1 for s in answer["sentences"] if s["action"] == "replaced")
             expected_verdicts = (
-                "abstained" if answer["abstained"] else f"{supported}/{len(answer['sentences'])} supported"
+                "abstained"
+                if answer["abstained"]
+                else f"{supported}/{len(answer['sentences'])} model sentences supported"
+                + (f", {replaced} replaced by quotes" if replaced else "")
             )
             expect(row.locator(".verdicts")).to_have_text(expected_verdicts)
 
@@ -87,6 +91,9 @@ def test_auditor_reviews_an_answer_in_the_browser(live: Live, tmp_path: Path) ->
             expect(detail.locator("h2")).to_have_text(answer["question"])
             expect(detail.locator(".answer")).to_have_text(answer["answer"])
             expect(detail.locator(".sentence")).to_have_count(len(answer["sentences"]))
+            for i, sentence in enumerate(answer["sentences"]):
+                # a replaced sentence is never labelled supported
+                expect(detail.locator(".sentence .verdict").nth(i)).to_contain_text(sentence["label"])
             expect(detail.locator(".model")).to_contain_text("sha256")
             expect(detail.locator(".sampling")).to_contain_text("seed=")
             expect(detail.locator("pre.prompt").first).to_contain_text(answer["question"])
