@@ -543,18 +543,26 @@ def binding_clash(claim: str, evidence: str, window: int = 4) -> list[tuple[str,
         if token:
             where.setdefault(token, []).append(i)
     clashes = []
-    for i, (token, weight) in enumerate(claim_seq):
-        if weight != _NAME_WEIGHT or token not in where:
+    i = 0
+    while i < len(claim_seq):
+        if claim_seq[i][1] != _NAME_WEIGHT:
+            i += 1
             continue
-        for j in (i - 1, i + 1):
-            if not 0 <= j < len(claim_seq):
+        # a run of capitalised words is one name ("Osprey API gateway": the name is Osprey API)
+        j = i
+        while j + 1 < len(claim_seq) and claim_seq[j + 1][1] == _NAME_WEIGHT:
+            j += 1
+        group = [t for t, _ in claim_seq[i : j + 1] if t in where]
+        for k in (i - 1, j + 1):
+            if not group or not 0 <= k < len(claim_seq):
                 continue
-            word, word_weight = claim_seq[j]
+            word, word_weight = claim_seq[k]
             if not word or word_weight != 1.0 or word not in where:
                 continue
-            near = any(abs(a - b) <= window for a in where[token] for b in where[word])
+            near = any(abs(a - b) <= window for t in group for a in where[t] for b in where[word])
             if not near:
-                clashes.append((claim_seq[i][0], word))
+                clashes.append((group[-1] if k > j else group[0], word))
+        i = j + 1
     return clashes
 
 

@@ -216,3 +216,19 @@ def test_a_quote_from_a_markdown_source_shows_no_markdown_but_cites_the_exact_ch
     (citation,) = result.citations
     text = (DATA / "handbook" / "paid-time-off.md").read_text(encoding="utf-8")
     assert text[citation.char_start : citation.char_end] == citation.quote and "**" in citation.quote
+
+
+def test_a_compound_name_is_one_name_for_the_binding_check(embedder) -> None:
+    # Qwen2.5-Coder-0.5B on "What is the default rate limit of the Osprey API gateway?" (demo corpus):
+    # a faithful paraphrase that the name-binding check must let through
+    evidence = (
+        "The Osprey gateway rate limit is 900 requests per minute per API key, with bursts of up to 150 "
+        "requests allowed."
+    )
+    claim = "The default rate limit of the Osprey API gateway is 900 requests per minute per API key."
+    assert binding_clash(claim, evidence) == []
+    hit = SearchHit("c1", 1.0, "osprey", "demo", "Osprey API", "osprey", evidence, 0, len(evidence), None, ())
+    result = Verifier(embedder, policy="flag").verify(
+        "What is the default rate limit of the Osprey API gateway?", claim, [Source(1, hit)]
+    )
+    assert [v.action for v in result.sentences] == ["kept"]
