@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from kag.cli import app
 from kag.cli.runtime import Runtime
+from pipelines.generate import Completion
 
 runner = CliRunner()
 
@@ -68,20 +69,31 @@ class ScriptedGenerator:
         return len(text.split())
 
     def prompt_budget(self, max_tokens: int | None = None) -> int:
-        return 1500
-
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
-        # called once per question, whether or not the model is then asked
+        # asked once per question, before the pipeline decides whether the model answers
         if self.kill_after is not None and self.prompts >= self.kill_after:
             raise Killed(f"killed after {self.prompts} questions")
         self.prompts += 1
+        return 1500
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         return messages[-1]["content"]
 
-    def stream(self, prompt: str, *, sampling: Any = None) -> Iterator[str]:
+    def yes_probability(self, prompt: str) -> float:
+        return 0.9  # the sources always look like they answer
+
+    def stream(self, prompt: str, *, sampling: Any = None, continue_probe: bool = False) -> Iterator[str]:
         found = re.search(r"^\[1\] \([^)]*\) (.+?[.!?])(?:\s|$)", prompt, re.MULTILINE)
         answer = f"{found.group(1)} [1]" if found else "Not in the sources."
         for word in answer.split(" "):
             yield word + " "
+
+    def complete(self, prompt: str, *, sampling: Any = None) -> Completion:
+        # the short-answer pick: the last two words of the verified text, a piece of it by construction
+        text = prompt.partition("Text: ")[2].partition("\nQuestion:")[0]
+        phrase = " ".join(text.split()[-2:]).strip(".")
+        return Completion(
+            phrase, prompt_tokens=len(prompt.split()), completion_tokens=2, seconds=0.0, finish_reason="stop"
+        )
 
 
 def write_squad(root: Path, questions: Sequence[tuple[str, str, str, str]] = QUESTIONS) -> Path:
