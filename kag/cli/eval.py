@@ -4,7 +4,6 @@ and the fusion-parameter sweep used to tune the shipped defaults."""
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
@@ -43,14 +42,19 @@ def _handle(func: Callable[..., Any]) -> Callable[..., Any]:
     return handle_errors(func)
 
 
-def _progress(label: str) -> Progress:
+def show_progress(flag: bool | None) -> bool:
+    """--progress / --no-progress, else a bar only when stderr is a terminal."""
+    return err.is_terminal if flag is None else flag
+
+
+def _progress(label: str, enabled: bool | None = None) -> Progress:
     return Progress(
         TextColumn(f"[bold]{escape(label)}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err,
-        disable=not err.is_terminal,
+        disable=not show_progress(enabled),
     )
 
 
@@ -75,6 +79,7 @@ def open_workspace(
     docs: Callable[[], Iterable[CorpusDoc]],
     *,
     quiet: bool = False,
+    progress: bool | None = None,
 ) -> tuple[Runtime, EvalWorkspace]:
     """A runtime on the cached evaluation data dir of this corpus and these index settings; the corpus
     is ingested through the real Ingestor the first time only."""
@@ -96,8 +101,8 @@ def open_workspace(
             f"ingesting {written['documents']} documents into {workspace.root} (once per corpus and index settings)",
             highlight=False,
         )
-        with IngestProgress(err, enabled=err.is_terminal) as progress:
-            report = rt.ingestor.ingest([workspace.corpus_dir], COLLECTION, sync=True, listener=progress)
+        with IngestProgress(err, enabled=show_progress(progress)) as listener:
+            report = rt.ingestor.ingest([workspace.corpus_dir], COLLECTION, sync=True, listener=listener)
         if report.status != "completed":
             raise EvaluationError(
                 f"ingesting the evaluation corpus ended {report.status}: "
@@ -138,6 +143,12 @@ OutOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON report to stdout.")]
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress", help="Draw progress bars on stderr (default: only when stderr is a terminal)."
+    ),
+]
 
 
 @eval_app.command("retrieval")
@@ -165,9 +176,13 @@ def retrieval_command(
     alpha: Annotated[float, typer.Option(min=0, max=1, help="Significance level marked in the table.")] = 0.05,
     out_dir: OutOpt = None,
     work_dir: WorkDirOpt = None,
+    progress: ProgressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Retrieval metrics (nDCG@10, R@10, R@100, MRR@10, MAP), latency and significance per setup."""
+    """Retrieval metrics (nDCG@10, R@10, R@100, MRR@10, MAP), latency and significance per setup.
+
+    Each setup's ranking is also written as a TREC run file (OUT/runs/SETUP.trec) beside the judgments
+    it was scored against (OUT/runs/qrels.txt), for trec_eval, ranx or pytrec_eval."""
     _handle(_retrieval)(**locals())
 
 
@@ -182,11 +197,13 @@ def _retrieval(
     alpha: float,
     out_dir: Path | None,
     work_dir: Path | None,
+    progress: bool | None,
     as_json: bool,
 ) -> None:
     import json
 
     from pipelines.evaluation import report as reporting
+    from pipelines.evaluation import trec
     from pipelines.evaluation.datasets import BeirDataset, evaluation_queries
     from pipelines.evaluation.metrics import RETRIEVAL_METRICS, compare_runs, evaluate_run
     from pipelines.evaluation.retrieval import run_setup
@@ -208,14 +225,14 @@ def _retrieval(
     out_path = reporting.prepare_out_dir(out_dir or Path("eval-results") / f"{data.name}-{split}")
 
     rt, workspace = open_workspace(
-        settings, work_dir or default_work_dir(), data.name, data.corpus_sha256(), lambda: corpus
+        settings, work_dir or default_work_dir(), data.name, data.corpus_sha256(), lambda: corpus, progress=progress
     )
     try:
         builder = SetupBuilder(rt, workspace, depth=depth, corpus=lambda: corpus)
         results = []
         for spec in specs:
             ranker, params = builder.build(spec)
-            with _progress(spec.name) as bar:
+            with _progress(spec.name, progress) as bar:
                 task = bar.add_task(spec.name, total=len(queries))
                 results.append(
                     run_setup(spec.name, ranker, queries, params=params, on_query=functools.partial(bar.advance, task))
@@ -224,13 +241,18 @@ def _retrieval(
         rt.close()
 
     metrics = list(RETRIEVAL_METRICS)
+    runs_dir = reporting.prepare_out_dir(out_path / "runs")
+    trec.write_qrels(runs_dir / "qrels.txt", qrels)
     rows = []
     for result in results:
         means, per_query = evaluate_run(qrels, result.run, metrics, name=result.name)
+        run_file = runs_dir / trec.run_file_name(result.name)
+        trec.write_run(run_file, result.run, tag=result.name)
         rows.append(
             {
                 "name": result.name,
                 "description": result.params.pop("description", ""),
+                "run_file": str(run_file.relative_to(out_path)),
                 "params": result.params,
                 "metrics": means,
                 "latency_ms": result.latency_ms(),
@@ -269,7 +291,10 @@ def _retrieval(
         out.out(json.dumps(report, indent=2, default=str))
     else:
         out.print(markdown, highlight=False, markup=False, soft_wrap=True)
-        out.print(f"wrote {out_path}/retrieval.md, retrieval.json, retrieval.png", highlight=False)
+        out.print(
+            f"wrote {out_path}/retrieval.md, retrieval.json, retrieval.png; TREC runs and qrels in {runs_dir}",
+            highlight=False,
+        )
 
 
 def _check_rerankers(specs: Iterable[Any], settings: Settings) -> None:
@@ -571,114 +596,8 @@ def _tune(
     out.print(f"wrote {out_path}/tune.md, tune.json", highlight=False)
 
 
-class Policy(StrEnum):
-    flag = "flag"
-    drop = "drop"
-    extractive = "extractive"
-
-
-@eval_app.command("answers")
-def answers_command(
-    dataset: Annotated[
-        Path,
-        typer.Option(
-            "--dataset", "-d", help="JSONL of questions (SQuAD-style with a passage corpus, or HotpotQA-style)."
-        ),
-    ],
-    passages: Annotated[
-        Path | None,
-        typer.Option(help="BEIR corpus.jsonl of the passages (default: beir/corpus.jsonl beside the file)."),
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="Answer only the first N questions (after --sample).")
-    ] = None,
-    sample: Annotated[int | None, typer.Option(min=1, help="Answer a random sample of N questions.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
-    policy: Annotated[Policy | None, typer.Option(help="Verify policy (default KAG_VERIFY_POLICY).")] = None,
-    out_dir: OutOpt = None,
-    work_dir: WorkDirOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Answer every question through the full pipeline: EM/F1, citations, support, abstention, latency."""
-    _handle(_answers)(**locals())
-
-
-def _answers(
-    dataset: Path,
-    passages: Path | None,
-    limit: int | None,
-    sample: int | None,
-    seed: int,
-    policy: Policy | None,
-    out_dir: Path | None,
-    work_dir: Path | None,
-    as_json: bool,
-) -> None:
-    import json
-
-    from pipelines.evaluation import report as reporting
-    from pipelines.evaluation.answers import EvidenceMap, as_dicts, run_answers, stage_latency, summarize
-    from pipelines.evaluation.datasets import load_answer_dataset
-    from pipelines.evaluation.workspace import COLLECTION, default_work_dir
-
-    settings = Settings()
-    data = load_answer_dataset(dataset, passages)
-    examples = data.sample(limit=limit, sample=sample, seed=seed)
-    chosen_policy = policy.value if policy else settings.verify_policy
-    out_path = reporting.prepare_out_dir(out_dir or Path("eval-results") / f"{data.name}-answers")
-    rt, workspace = open_workspace(
-        settings,
-        work_dir or default_work_dir(),
-        f"{data.name}-passages",
-        data.passages_sha256(),
-        lambda: list(data.passages.values()),
-    )
-    started = time.perf_counter()
-    try:
-        evidence = EvidenceMap(rt.stores.ledger, COLLECTION, workspace.corpus_id, data.passages)
-        pipeline = rt.answer_pipeline
-
-        def answer(question: str) -> Any:
-            return pipeline.answer(question, [COLLECTION], principal="kag-eval", policy=chosen_policy)
-
-        with _progress("answering") as bar:
-            task = bar.add_task("answers", total=len(examples))
-            results = run_answers(examples, answer, evidence, on_question=lambda: bar.advance(task))
-        model = {"path": rt.generator.model_path, "sha256": rt.generator.model_sha256}
-    finally:
-        rt.close()
-    report = {
-        "dataset": data.name,
-        "kind": data.kind,
-        "questions": len(results),
-        "of_total": len(data.examples),
-        "selection": {"limit": limit, "sample": sample, "seed": seed if sample else None},
-        "answerable": sum(not r.is_impossible for r in results),
-        "unanswerable": sum(r.is_impossible for r in results),
-        "policy": chosen_policy,
-        "seconds": round(time.perf_counter() - started, 1),
-        "model": model,
-        "settings": _settings_snapshot(rt.settings)
-        | {
-            k: getattr(rt.settings, k)
-            for k in ("support_threshold", "abstain_threshold", "context_chunks", "llm_max_tokens")
-        },
-        "index": {"path": str(workspace.root), **workspace.manifest.get("ingest", {})},
-        "metrics": summarize(results),
-        "latency_ms": stage_latency(results),
-        "per_question": as_dicts(results),
-    }
-    reporting.write_json(out_path / "answers.json", report)
-    markdown = reporting.answers_markdown(report)
-    (out_path / "answers.md").write_text(markdown)
-    reporting.answers_plot(out_path / "answers.png", report)
-    if as_json:
-        out.out(json.dumps(report, indent=2, default=str))
-    else:
-        out.print(markdown, highlight=False, markup=False, soft_wrap=True)
-        out.print(f"wrote {out_path}/answers.md, answers.json, answers.png", highlight=False)
-
-
 def register(app: typer.Typer) -> None:
     """Attach `kag eval` to the main app."""
+    from kag.cli import eval_answers  # noqa: F401 - registers `kag eval answers` on eval_app
+
     app.add_typer(eval_app, name="eval")

@@ -111,6 +111,7 @@ class QuestionResult:
     gold_documents: int = 0  # distinct documents holding gold evidence (HotpotQA: the supporting titles)
     gold_documents_cited: int = 0
     p_answerable: float | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)  # the same stages in seconds, 0.1 ms precision
 
 
 class EvidenceLookup(Protocol):
@@ -166,6 +167,7 @@ def score_question(example: AnswerExample, result: AnswerLike, evidence: Evidenc
         gold_documents=len(gold_docs),
         gold_documents_cited=len(gold_docs & {c.document_id for c in v.citations}),
         p_answerable=getattr(result, "p_answerable", None),
+        timings_s={k: round(float(t), 4) for k, t in result.timings.items()},
     )
 
 
@@ -175,14 +177,18 @@ def run_answers(
     evidence: EvidenceLookup,
     *,
     on_question: Callable[[], None] | None = None,
+    on_result: Callable[[QuestionResult], None] | None = None,
 ) -> list[QuestionResult]:
-    """Answer every question; a question whose pipeline run fails is recorded with its error, not fatal."""
-    out = []
+    """Answer every question; a question whose pipeline run fails is recorded with its error, not fatal.
+
+    `on_result` sees each result as soon as it is scored (the CLI writes it to the record file there)."""
+    out: list[QuestionResult] = []
     for example in examples:
         started = time.perf_counter()
         try:
             result = answer(example.question)
         except KagError as exc:
+            seconds = time.perf_counter() - started
             out.append(
                 QuestionResult(
                     example.id,
@@ -196,12 +202,15 @@ def run_answers(
                     0.0,
                     0.0,
                     False,
-                    timings_ms={"total": round((time.perf_counter() - started) * 1000, 2)},
+                    timings_ms={"total": round(seconds * 1000, 2)},
                     error=f"{exc.__class__.__name__}: {exc}",
+                    timings_s={"total": round(seconds, 4)},
                 )
             )
         else:
             out.append(score_question(example, result, evidence))
+        if on_result is not None:
+            on_result(out[-1])
         if on_question is not None:
             on_question()
     return out

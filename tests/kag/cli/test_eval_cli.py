@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -303,3 +304,42 @@ def test_bad_answer_and_tune_inputs_fail_clearly(env: dict[str, str], tmp_path: 
     code, _, stderr = run(env, "tune", "--dataset", str(data), "--rrf-k", "ten", "--work-dir", str(tmp_path / "w"))
     assert code == 1 and "--rrf-k takes comma-separated numbers" in stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_retrieval_writes_trec_runs_that_ranx_rescores_and_shows_index_progress(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from ranx import Qrels, Run, evaluate
+
+    data = write_beir(tmp_path / "tiny")
+    work, out = tmp_path / "work", tmp_path / "out"
+    setups = "bm25-okapi,lexical,dense,hybrid"
+    args = ["retrieval", "--dataset", str(data), "--setups", setups, "--work-dir", str(work), "--out", str(out)]
+    code, stdout, stderr = run(env | {"COLUMNS": "160"}, *args, "--progress")
+    assert code == 0, stderr
+    # building the index draws the ingestion bar (one step per document file), then one bar per setup
+    assert re.search(r"ingesting .*━ 6/6 files \d+ chunks", stderr), stderr
+    for name in setups.split(","):
+        assert re.search(rf"{re.escape(name)} .*━ 3/3", stderr), name
+    report = json.loads((out / "retrieval.json").read_text())
+    qrels = Qrels.from_file(str(out / "runs" / "qrels.txt"), kind="trec")
+    assert qrels.size == 3
+    for row in report["setups"]:
+        path = out / row["run_file"]
+        assert path.parent == out / "runs" and path.suffix == ".trec"
+        lines = path.read_text().splitlines()
+        assert lines and all(len(line.split()) == 6 and line.split()[1] == "Q0" for line in lines)
+        assert {line.split()[5] for line in lines} == {row["name"]}
+        rescored = evaluate(qrels, Run.from_file(str(path), kind="trec"), "ndcg@10", make_comparable=True)
+        assert rescored == pytest.approx(row["metrics"]["ndcg@10"]), row["name"]
+        # the very number the table printed
+        printed = rf"\| {re.escape(row['name'])} \| {row['metrics']['ndcg@10']:.3f}†? \|"
+        assert re.search(printed, stdout.replace("**", "")), row["name"]
+    lexical = (out / "runs" / "lexical.trec").read_text().splitlines()
+    assert "doc%206/odd%20id" in {line.split()[2] for line in lexical if line.startswith("q3 ")}
+
+    # without --progress and off a terminal, no bar is drawn
+    code, _, stderr = run(env, *args[:3], "--setups", "lexical", "--work-dir", str(work), "--out", str(tmp_path / "o2"))
+    assert code == 0, stderr
+    assert "━" not in stderr and "reusing the index" in stderr
