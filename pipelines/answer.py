@@ -380,7 +380,8 @@ class AnswerPipeline:
         )
         completion = self.generator.complete(prompt, sampling=short_answer_sampling(self.sampling))
         phrase = " ".join(str(completion.text).strip().strip(".\"'").split())
-        if phrase and phrase.lower() in text.lower() and len(phrase) < len(text):
+        words = len(phrase.split())
+        if phrase and phrase.lower() in text.lower() and words <= max(6, len(text.split()) // 2):
             return phrase
         return None
 

@@ -32,6 +32,13 @@ _COMPARE_CUE_RE = re.compile(
 )
 # "X and Y" compares only when the question treats them as two: "Are X and Y ...", "do X and Y share"
 _PLURAL_CUE_RE = re.compile(r"\b(?:are|were|do|did|have|both|same|share|common|between)\b", re.IGNORECASE)
+# a thing described by its relation to something named: "the woman who portrayed ...", "the film that ...",
+# "the city in which ...", "the county where ...", or a possessive chain "X's third album"
+_BRIDGE_RE = re.compile(
+    r"\b(?:the|a|an|this|that)\s+(?:[\w-]+\s+){0,3}?(?:who|whom|whose|that|which|where|in\s+which|of\s+which)\b"
+    r"|\b(?:the|a|an)\s+[\w-]+\s+(?:by|of|from|for|with|in)\s+(?:the\s+)?[A-Z]",
+    re.IGNORECASE,
+)
 _CAPS_RE = re.compile(rf"{_NAME}")
 _QUESTION_WORDS = frozenset(
     "what which who whom whose when where why how is are was were do does did can could has have had will would "
@@ -97,7 +104,7 @@ def plan(question: str) -> Plan:
         if a and b and a.lower() != b.lower() and cue.search(q):
             return Plan("comparison", (a, b))
     named = names_in(q)
-    if named and (len(named) >= 2 or re.search(r"\b(?:who|that|which|whose|where|when)\b", q[1:], re.IGNORECASE)):
+    if named and _BRIDGE_RE.search(q):
         return Plan("bridge", tuple(named))
     return Plan("single", tuple(named))
 
@@ -143,9 +150,11 @@ def gather(
             for name in names_in(hit.text):
                 if name.lower() not in asked and name.lower() not in seen_titles and name not in candidates:
                     candidates.append(name)
+        first_documents = {h.document_id for h in first[:per_hop]}
         for name in candidates[:max_candidates]:
             hits, trace = retrieve(f"{name} {question}", per_hop)
-            about = [h for h in hits if _mentions(h, name)]
+            # a passage about the bridge entity that the first hop did not already have
+            about = [h for h in hits if _mentions(h, name) and h.document_id not in first_documents]
             if about:
                 sub = f"{question} (the {name} that the first hop found)"
                 hops.append(Hop(sub, f"{name} {question}", trace, [h.chunk_id for h in about[:per_hop]], name))
