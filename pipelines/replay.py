@@ -65,7 +65,7 @@ def find_model(recorded_path: str, recorded_sha256: str, candidates: list[str]) 
             return path
     raise ModelLoadError(
         f"no model file with sha256 {recorded_sha256} was found (recorded at {recorded_path})",
-        hint="set KAG_LLM_MODEL_PATH to the GGUF file that answered, then replay again",
+        hint="set KAG_LLM_MODEL to the model (`kag models install NAME`) or GGUF file that answered, then replay again",
         stage="replay",
     )
 

@@ -535,11 +535,13 @@ def settings_markdown(rows: list[tuple[str, str, str]] | None = None) -> str:
 from kag.cli.audit import audit_app  # noqa: E402 - sub-apps register after the commands above
 from kag.cli.eval import register as _register_eval  # noqa: E402
 from kag.cli.keys import keys_app  # noqa: E402
+from kag.cli.models import models_app  # noqa: E402
 from kag.cli.serve import serve  # noqa: E402
 
 app.add_typer(audit_app, name="audit")
 app.command()(serve)
 app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
 _register_eval(app)
 
 

@@ -126,7 +126,7 @@ def replay(
     as_json: Annotated[bool, typer.Option("--json", help="Print the replay report as JSON.")] = False,
 ) -> None:
     """Re-run a recorded answer with its recorded prompt, model and seed; exit 1 unless the output is identical."""
-    from pipelines.generate import bundled_llm_model_path
+    from kag.models.llm_cache import ModelCache, resolve_llm_model
     from pipelines.replay import replay as run_replay
 
     with _audit_log() as log:
@@ -138,13 +138,14 @@ def replay(
             )
         entry = log.get(record_id)
     settings = Settings()
+    cache = ModelCache(settings.model_cache_dir)
     candidates = []
-    if settings.llm_model_path:
-        candidates.append(settings.llm_model_path)
     try:
-        candidates.append(bundled_llm_model_path())
+        candidates.append(resolve_llm_model(settings.llm_model_spec, cache))
     except KagError:
-        pass
+        pass  # the configured model is gone or unknown: an installed catalog model may still be the recorded one
+    # every installed catalog model, so a record answered by a model since switched away from still replays
+    candidates += [str(path) for model in cache.catalog.values() if (path := cache.installed_path(model))]
     report = run_replay(entry, candidates=candidates)
     if as_json:
         _print_json(report.to_dict())

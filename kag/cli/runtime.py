@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ingest.graph import SpacyGraphExtractor
     from ingest.pipeline import Ingestor
     from kag.models.embedder import SentenceTransformerEmbedder
+    from kag.models.llm_cache import ModelCache
     from kag.stores.graph import GraphCache
     from pipelines.answer import AnswerPipeline
     from pipelines.generate import LlamaGenerator, LLMGraphExtractor, SamplingParams
@@ -191,12 +192,25 @@ class Runtime:
         )
 
     @cached_property
+    def model_cache(self) -> ModelCache:
+        from kag.models.llm_cache import ModelCache
+
+        return ModelCache(self.settings.model_cache_dir)
+
+    @cached_property
+    def llm_model_path(self) -> str:
+        """The GGUF file KAG_LLM_MODEL names: a catalog model (joined and verified on first use) or a path."""
+        from kag.models.llm_cache import resolve_llm_model
+
+        return resolve_llm_model(self.settings.llm_model_spec, self.model_cache)
+
+    @cached_property
     def generator(self) -> LlamaGenerator:
         from pipelines.generate import LlamaGenerator
 
         s = self.settings
         generator = LlamaGenerator(
-            s.llm_model_path,
+            self.llm_model_path,
             n_ctx=s.llm_n_ctx,
             n_threads=s.llm_threads,
             n_gpu_layers=s.llm_n_gpu_layers,
