@@ -34,9 +34,16 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 
-.PHONY: install test test-fast lint bench demo serve clean docs llama-cmake-args tesseract
+.PHONY: install test test-fast lint bench bench-llm demo serve clean docs llama-cmake-args tesseract
+
+# `make install LLM=qwen2.5-coder-0.5b` also installs that generator (`kag models list` names them);
+# `make test` never does: the tests run on the small bundled model, with no gigabyte download
+LLM ?=
 
 install: $(STAMP) tesseract
+ifneq ($(strip $(LLM)),)
+	$(BIN)/kag models install $(LLM)
+endif
 
 # OCR of scanned PDF pages (KAG_OCR=auto) runs Debian's tesseract: installed where apt-get exists and
 # this runs as root; elsewhere skipped with a message (OCR then reports a per-file error naming the fix)
@@ -88,11 +95,17 @@ bench: install
 	$(BIN)/python scripts/bench_answer.py $(BENCH_ANSWER_ARGS)
 	$(BIN)/python scripts/bench_load.py $(LOAD_ARGS)
 	$(BIN)/python scripts/bench_ray.py
+	$(BIN)/python scripts/bench_llm.py $(LLM_BENCH_ARGS)
+
+# tokens/s of every installed generator, kag vs raw llama-cpp-python, by thread count, idle and loaded
+bench-llm: install
+	$(BIN)/python scripts/bench_llm.py $(LLM_BENCH_ARGS)
 
 serve: install
 	$(BIN)/kag serve
 
 demo: install
+	$(BIN)/kag models install  # the default generator (kag.models.catalog.DEFAULT_LLM_MODEL)
 	$(BIN)/kag ingest data --collection demo
 	@echo "--- ingesting again: unchanged files are skipped, 0 chunks added"
 	$(BIN)/kag ingest data --collection demo

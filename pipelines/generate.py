@@ -131,7 +131,8 @@ class Completion:
     finish_reason: str  # "stop" (end of turn) or "length" (max_tokens reached)
 
 
-def _default_threads() -> int:
+def default_threads() -> int:
+    """llama.cpp threads when KAG_LLM_THREADS is unset."""
     # the affinity mask respects container CPU limits, unlike os.cpu_count()
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
@@ -161,7 +162,7 @@ class LlamaGenerator:
             raise ConfigurationError(f"n_threads must be >= 1, got {n_threads}", stage="generate")
         self._model_path = model_path or bundled_llm_model_path()
         self._n_ctx = n_ctx
-        self.n_threads = n_threads or _default_threads()
+        self.n_threads = n_threads or default_threads()
         self.n_gpu_layers = n_gpu_layers
         self.sampling = sampling or SamplingParams()
         self._llm: Any = None
