@@ -143,7 +143,12 @@ class Settings(BaseSettings):
         "`kag/models` in the user's cache folder (`$XDG_CACHE_HOME`, else `~/.cache`).",
     )
     llm_n_ctx: int = Field(4096, ge=256, description="llama.cpp context window in tokens.")
-    llm_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; default: all cores.")
+    llm_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads for llama.cpp; default: all cores but one, at least 1 (measured faster on a busy "
+        "host: docs/models.md).",
+    )
     llm_n_gpu_layers: int = Field(0, description="Layers offloaded to CUDA/Metal (-1 = all); 0 runs on the CPU.")
     llm_temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy and reproducible.")
     llm_top_k: int = Field(40, ge=0, description="Top-k sampling cut-off.")

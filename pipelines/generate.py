@@ -20,7 +20,6 @@ from kag.models.catalog import bundled_llm_model_path
 from kag.records import ChunkDraft, EntityRecord, GraphExtraction, MentionRecord, RelationRecord, SearchHit, Source
 from kag.stores.graph import RELATION_TYPES
 
-
 # Used only when a GGUF carries no `tokenizer.chat_template`; SmolLM2 and many small models are ChatML.
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
@@ -132,11 +131,13 @@ class Completion:
 
 
 def default_threads() -> int:
-    """llama.cpp threads when KAG_LLM_THREADS is unset."""
-    # the affinity mask respects container CPU limits, unlike os.cpu_count()
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    """llama.cpp threads when KAG_LLM_THREADS is unset: every core but one, and at least one."""
+    # llama.cpp's threads meet at a barrier after every matrix product, so one thread that waits
+    # for a core stalls the others: on a busy 2-core host 2 threads measured several times slower
+    # than 1 (docs/models.md), while on an idle host cores-1 costs little against all cores.
+    # The affinity mask respects container CPU limits, unlike os.cpu_count().
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 class LlamaGenerator:

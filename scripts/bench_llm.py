@@ -7,7 +7,7 @@ Prints a markdown table (one row per model, threads, condition) with `os.getload
 measurement, and records each model's kag tokens/s at kag's default thread count, on the host as
 found, into the model cache (`bench.json`), which `kag models list` shows.
 
-    .venv/bin/python scripts/bench_llm.py [--models NAME ...] [--rounds 2] [--max-tokens 48] [--no-load]
+    .venv/bin/python scripts/bench_llm.py [--models NAME ...] [--rounds 2] [--max-tokens 24] [--no-load]
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO)]
@@ -83,6 +82,7 @@ class Row:
     raw: list[float] = field(default_factory=list)
     loadavg: list[float] = field(default_factory=list)  # 1-minute load average at each run
     tokens: int = 0
+    prompt_tokens: int = 0
 
     @property
     def kag_median(self) -> float:
@@ -115,9 +115,16 @@ class Pair:
                 {"role": "user", "content": f"Sources:\n{body}\n\nQuestion: {QUESTION}"},
             ]
         )
+        self.prompt_tokens = self.kag.count_tokens(self.prompt)
         self.raw = llama_cpp.Llama(
             model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False
         )
+
+    def warm_up(self) -> None:
+        """One token through each: pages the weights in before anything is timed."""
+        self.kag.complete(self.prompt, sampling=self.params.replace(max_tokens=1))
+        self.raw.reset()
+        self.raw.create_completion(self.prompt, max_tokens=1, temperature=0.0)
 
     def run_kag(self) -> tuple[int, float]:
         done = self.kag.complete(self.prompt)
@@ -150,8 +157,7 @@ def bench_model(name: str, path: str, threads: Sequence[int], args: argparse.Nam
     try:
         for t in threads:
             pairs[t] = Pair(path, t, args.max_tokens)
-            pairs[t].run_kag()  # warm-up: page the weights in
-            pairs[t].run_raw()
+            pairs[t].warm_up()
         for round_no in range(args.rounds):
             conditions = ["as found", "loaded"] if round_no % 2 == 0 else ["loaded", "as found"]
             for condition in conditions:
@@ -165,6 +171,7 @@ def bench_model(name: str, path: str, threads: Sequence[int], args: argparse.Nam
                             tokens, seconds = pairs[t].run_kag() if which == "kag" else pairs[t].run_raw()
                             (row.kag if which == "kag" else row.raw).append(tokens / seconds if seconds else 0.0)
                             row.tokens = tokens
+                        row.prompt_tokens = pairs[t].prompt_tokens
                         row.loadavg.append(os.getloadavg()[0])
                         log(
                             f"{name} {t} thr {condition} round {round_no + 1}: kag {row.kag[-1]:.1f} "
@@ -183,17 +190,18 @@ def _nothing() -> Iterator[None]:
 
 def markdown(rows: Sequence[Row], cores: int, max_tokens: int) -> str:
     lines = [
-        f"tokens/s (median of rounds; {max_tokens} tokens max, greedy; host: {cores} cores; "
-        f"'loaded' = {cores} busy-loop processes started by this script)",
+        f"tokens/s = completion tokens / wall time of the completion, prompt evaluation included (median of "
+        f"rounds; {max_tokens} tokens max, greedy; host: {cores} cores; 'loaded' = {cores} busy-loop processes "
+        "started by this script)",
         "",
-        "| model | threads | condition | kag tok/s | raw tok/s | kag/raw | tokens | loadavg 1m |",
+        "| model | threads | condition | kag tok/s | raw tok/s | kag/raw | prompt + completion tokens | loadavg 1m |",
         "|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         loads = ", ".join(f"{x:.2f}" for x in r.loadavg)
         lines.append(
             f"| {r.model} | {r.threads} | {r.condition} | {r.kag_median:.1f} | {r.raw_median:.1f} | "
-            f"{r.ratio:.3f} | {r.tokens} | {loads} |"
+            f"{r.ratio:.3f} | {r.prompt_tokens} + {r.tokens} | {loads} |"
         )
     return "\n".join(lines)
 
@@ -206,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="Model names (default: every installed one).")
     parser.add_argument("--rounds", type=int, default=2, help="Rounds per condition (alternating order).")
-    parser.add_argument("--max-tokens", type=int, default=48, help="Tokens generated per run.")
+    parser.add_argument("--max-tokens", type=int, default=24, help="Tokens generated per run.")
     parser.add_argument("--threads", type=int, nargs="*", help="Thread counts (default: 1, 2, cores-1).")
     parser.add_argument("--no-load", action="store_true", help="Skip the synthetic-load condition.")
     parser.add_argument("--no-record", action="store_true", help="Do not write results into the model cache.")

@@ -66,9 +66,13 @@ def list_models(
             s.model.license,
         )
     out.print(table)
-    out.print(f"* the default (KAG_LLM_MODEL unset); model cache: {escape(str(cache.root))}", highlight=False, soft_wrap=True)
     out.print(
-        f"licence notices of the upstream models: {escape(str(LICENSES_DIR / 'NOTICE'))}", highlight=False, soft_wrap=True
+        f"* the default (KAG_LLM_MODEL unset); model cache: {escape(str(cache.root))}", highlight=False, soft_wrap=True
+    )
+    out.print(
+        f"licence notices of the upstream models: {escape(str(LICENSES_DIR / 'NOTICE'))}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -93,9 +97,9 @@ def install(
         err.print("joining and verifying (sha256 of every part and of the file, GGUF metadata)", highlight=False)
     path = cache.install(model)
     out.print(
-        f"{escape(model.name)} installed: {escape(str(path))} (sha256 {model.sha256 or 'of the bundled file'}, verified)"
-        if not model.bundled
-        else f"{escape(model.name)} is bundled with kag: {escape(str(path))}",
+        f"{escape(model.name)} is bundled with kag: {escape(str(path))}"
+        if model.bundled
+        else f"{escape(model.name)} installed: {escape(str(path))} (sha256 {model.sha256}, verified)",
         highlight=False,
         soft_wrap=True,
     )

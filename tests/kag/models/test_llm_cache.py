@@ -137,9 +137,7 @@ def test_a_joined_file_whose_sha256_differs_is_refused(site: Path, gguf_bytes: b
         ("qwen2", "Totally Not Qwen", "general.name is 'Totally Not Qwen'"),
     ],
 )
-def test_wrong_gguf_metadata_is_refused(
-    site: Path, tmp_path: Path, architecture: str, name: str, problem: str
-) -> None:
+def test_wrong_gguf_metadata_is_refused(site: Path, tmp_path: Path, architecture: str, name: str, problem: str) -> None:
     data = write_gguf(tmp_path / "other.gguf", architecture=architecture, name=name).read_bytes()
     model, chunks = catalog_model("tiny", data)  # the hashes match: only the metadata can tell
     cache = installed(site, model, chunks)
@@ -165,7 +163,9 @@ def test_the_check_accepts_the_metadata_the_real_packages_carry(tmp_path: Path) 
     ]:
         check_gguf(write_gguf(tmp_path / f"{name}.gguf", name=general_name), MODELS[name])
     with pytest.raises(ModelVerificationError, match="1.5B"):
-        check_gguf(write_gguf(tmp_path / "swap.gguf", name="Qwen2.5 Coder 0.5B Instruct AWQ"), MODELS["qwen2.5-coder-1.5b"])
+        check_gguf(
+            write_gguf(tmp_path / "swap.gguf", name="Qwen2.5 Coder 0.5B Instruct AWQ"), MODELS["qwen2.5-coder-1.5b"]
+        )
 
 
 def test_a_missing_part_names_the_install_command(site: Path, gguf_bytes: bytes) -> None:
