@@ -139,9 +139,10 @@ def answer_config(
 
 def _model(settings: Settings) -> dict[str, str]:
     """Path and sha256 of the configured GGUF; the constructor only stores the path, so nothing loads."""
+    from kag.models.llm_cache import ModelCache, resolve_llm_model
     from pipelines.generate import LlamaGenerator
 
-    generator = LlamaGenerator(settings.llm_model_path)
+    generator = LlamaGenerator(resolve_llm_model(settings.llm_model_spec, ModelCache(settings.model_cache_dir)))
     return {"path": generator.model_path, "sha256": generator.model_sha256}
 
 
