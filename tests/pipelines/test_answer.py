@@ -39,6 +39,12 @@ def assert_grounded(runtime: Any, result: AnswerResult) -> None:
         assert sentence.text in result.answer
     numbers = {s.number for s in result.sources}
     assert all(c.source_number in numbers for c in v.citations)
+    # every [n] in the answer text is a source listed with the answer's citations
+    import re
+
+    markers = {int(n) for n in re.findall(r"\[(\d+)\]", result.answer)}
+    assert markers <= {c.source_number for c in v.citations}, (result.answer, v.citations)
+    assert "**" not in result.answer and not result.answer.lstrip().startswith("#")
 
 
 def test_demo_questions_are_grounded_or_abstained(demo_runtime: Any) -> None:

@@ -155,8 +155,11 @@ def test_answer_prompt_numbers_sources_in_rank_order() -> None:
     assert [s.number for s in prompt.sources] == [1, 2]
     assert "[1] (Doc 1) Alpha is first." in prompt.user and "[2] (Doc 2) Beta is second." in prompt.user
     assert prompt.user.endswith("Question: Which is first?")
+    # no demonstration turn: a fixed one-shot example was parroted into real answers (issue 16)
     roles = [m["role"] for m in prompt.messages]
-    assert roles == ["system", "user", "assistant", "user"]
+    assert roles == ["system", "user"]
+    assert "parking permit" not in " ".join(m["content"] for m in prompt.messages)
+    assert "Answerable: yes or no" in prompt.system
 
 
 def test_answer_prompt_fits_the_budget_and_cuts_at_a_sentence_end() -> None:
