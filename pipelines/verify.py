@@ -520,7 +520,7 @@ def number_clash(claim: str, evidence: str, claim_window: int = 2, evidence_wind
         for i, token in enumerate(seq):
             if any(ch.isdigit() for ch in token):
                 after.setdefault(token, []).append(set(seq[i + 1 : i + 1 + evidence_window]))
-    clashes = []
+    clashes: list[tuple[str, str]] = []
     for clause in _clauses(claim):
         seq = [t for t, w in _content_positions(clause) if t]
         for i, token in enumerate(seq):
@@ -542,7 +542,7 @@ def binding_clash(claim: str, evidence: str, window: int = 4) -> list[tuple[str,
     for i, (token, _) in enumerate(span_seq):
         if token:
             where.setdefault(token, []).append(i)
-    clashes = []
+    clashes: list[tuple[str, str]] = []
     i = 0
     while i < len(claim_seq):
         if claim_seq[i][1] != _NAME_WEIGHT:
