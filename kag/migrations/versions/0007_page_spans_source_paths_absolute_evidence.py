@@ -38,14 +38,15 @@ def _shift(sign: int) -> None:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('documents') as batch:
-        batch.add_column(sa.Column('page_spans', sa.JSON(), nullable=True))
-        batch.add_column(sa.Column('source_path', sa.Text(), nullable=True))
+    # plain ALTER TABLE ADD COLUMN on both dialects: nothing is rebuilt, so nothing can cascade
+    op.add_column('documents', sa.Column('page_spans', sa.JSON(), nullable=True))
+    op.add_column('documents', sa.Column('source_path', sa.Text(), nullable=True))
     _shift(1)
 
 
 def downgrade() -> None:
     _shift(-1)
-    with op.batch_alter_table('documents') as batch:
-        batch.drop_column('source_path')
-        batch.drop_column('page_spans')
+    # a plain ALTER TABLE DROP COLUMN (SQLite >= 3.35), not a batch: batch mode rebuilds `documents` on
+    # SQLite, and dropping the old table would cascade-delete every chunk, mention and relation
+    op.drop_column('documents', 'source_path')
+    op.drop_column('documents', 'page_spans')
