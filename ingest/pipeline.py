@@ -275,7 +275,9 @@ class _Walker:
     def error(self, path: str | Path, message: str) -> None:
         self.errors.append(FileError(str(path), UnreadablePathError.code, message))
 
-    def visit(self, path: Path, *, root: Path, top: bool = False, ancestors: frozenset[tuple[int, int]] = frozenset()) -> None:
+    def visit(
+        self, path: Path, *, root: Path, top: bool = False, ancestors: frozenset[tuple[int, int]] = frozenset()
+    ) -> None:
         """Add `path` (a file) or walk it (a folder); `ancestors` are the folders above, to catch link loops."""
         try:
             st = path.stat()  # follows symbolic links

@@ -77,7 +77,13 @@ def test_top_level_arguments_and_globs_get_clear_errors_and_relative_names(tmp_p
     (tmp_path / "a" / "two.md").write_text("two\n")
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
     found = discover_sources(
-        [tmp_path / "a" / "one.md", f"{tmp_path}/a/*.md", tmp_path / "missing", tmp_path / "dangling", f"{tmp_path}/*.zip"]
+        [
+            tmp_path / "a" / "one.md",
+            f"{tmp_path}/a/*.md",
+            tmp_path / "missing",
+            tmp_path / "dangling",
+            f"{tmp_path}/*.zip",
+        ]
     )
     assert sorted(found.names.values()) == ["one.md", "two.md"]
     messages = [e.message for e in found.errors]

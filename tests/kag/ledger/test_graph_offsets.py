@@ -115,7 +115,9 @@ def test_migration_0007_converts_chunk_relative_offsets_and_back(ledger_url: str
                 )
             )  # fmt: skip
         for eid, name in (("e1", "Redis"), ("e2", "sessions")):
-            conn.execute(sa.insert(t["entities"]).values(id=eid, collection="hr", key=name.lower(), name=name, label="X"))
+            conn.execute(
+                sa.insert(t["entities"]).values(id=eid, collection="hr", key=name.lower(), name=name, label="X")
+            )
         # the old layout: offsets into the chunk text
         conn.execute(
             sa.insert(t["mentions"]),
