@@ -189,10 +189,18 @@ class ScriptedGenerator:
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         return "\n".join(m["content"] for m in messages)
 
-    def stream(self, prompt: str, *, sampling: Any = None) -> Iterator[str]:
+    def stream(self, prompt: str, *, sampling: Any = None, continue_probe: bool = False) -> Iterator[str]:
         yield from self.answer.split(" ")[:1]
         for word in self.answer.split(" ")[1:]:
             yield " " + word
+
+    def yes_probability(self, prompt: str) -> float:
+        return 1.0  # always judges the sources to answer
+
+    def complete(self, prompt: str, *, sampling: Any = None) -> Any:
+        from pipelines.generate import Completion
+
+        return Completion(self.answer, self.count_tokens(prompt), self.count_tokens(self.answer), 0.0, "stop")
 
     def warm_up(self) -> None:
         return None
