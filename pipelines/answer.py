@@ -223,7 +223,9 @@ class AnswerPipeline:
 
             def another_hop(query: str, n: int) -> tuple[list[SearchHit], list[list[Any]]]:
                 found, _ = self.retriever.retrieve_traced(query, self.rerank_depth, scope, document_ids)
-                return self.rerank.run(query, hydrate(self.ledger, found, absolute_sources=self.absolute_sources), n), _trace(found)
+                return self.rerank.run(
+                    query, hydrate(self.ledger, found, absolute_sources=self.absolute_sources), n
+                ), _trace(found)
 
             reranked, hops = gather(question, the_plan, reranked, _trace(reranked), another_hop, k=self.context_chunks)
         timings["rerank"] = time.perf_counter() - t1
@@ -387,4 +389,3 @@ class AnswerPipeline:
         if phrase and phrase.lower() in text.lower() and words <= max(6, len(text.split()) // 2):
             return phrase
         return None
-
