@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
+import os
+import stat
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -15,7 +18,7 @@ import numpy as np
 
 from ingest.loaders.base import check_text_length
 from kag import ids
-from kag.errors import DocumentError, FileTooLargeError, KagError, UnreadablePathError
+from kag.errors import DocumentError, FileTooLargeError, KagError, UnreadablePathError, UnsupportedFormatError
 from kag.ledger.models import DocumentStatus, JobStatus
 from kag.models.embedder import Embedder
 from kag.records import ChunkDraft, GraphExtraction, ParsedDocument
@@ -193,7 +196,7 @@ class Preparer:
         except KagError:
             raise
         except Exception as exc:
-            log.exception("unexpected error while preparing a file", extra={"path": shown})
+            log.exception("unexpected error while preparing %s", shown, extra={"path": shown})
             return FileError(shown, "internal_error", f"{exc.__class__.__name__}: {exc}")
 
 
@@ -210,33 +213,131 @@ def _title_of(p: _Prepared) -> str:
     return p.parsed.title or Path(p.path).name
 
 
+@dataclass
+class Discovery:
+    """What a set of paths expands to: the files (sorted), their root-relative names, and the entries
+    that are not ingestible files, each as a per-file error."""
+
+    files: list[Path] = field(default_factory=list)
+    #: resolved path -> the path relative to the folder argument it was found under (a file argument:
+    #: its name), which readers are shown instead of the server's absolute path
+    names: dict[str, str] = field(default_factory=dict)
+    errors: list[FileError] = field(default_factory=list)
+
+
 def discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[FileError]]:
     """Expand files, folders (recursively, skipping hidden entries) and globs into a sorted file list."""
-    found: dict[str, Path] = {}
-    errors: list[FileError] = []
+    found = discover_sources(paths)
+    return found.files, found.errors
+
+
+def discover_sources(paths: Sequence[str | Path], is_document: Callable[[str], bool] | None = None) -> Discovery:
+    """Like `discover`, with root-relative names; `is_document(name)` says whether a name has a loadable
+    extension, so that a folder named like a document ("notes.txt/") is reported rather than walked past."""
+    walker = _Walker(is_document or (lambda name: False))
     for raw in paths:
         text = str(raw)
-        candidates: list[Path]
-        if any(ch in GLOB_CHARS for ch in text) and not Path(text).exists():
-            candidates = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
-            if not candidates:
-                errors.append(FileError(text, UnreadablePathError.code, f"no file matches the pattern {text}"))
+        if any(ch in GLOB_CHARS for ch in text) and not os.path.lexists(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                walker.error(text, f"no file matches the pattern {text}")
                 continue
+            base = _glob_base(text)
+            for match in matches:
+                walker.visit(Path(match), root=base)
         else:
-            candidates = [Path(text)]
-        for path in candidates:
-            if path.is_dir():
-                for child in sorted(path.rglob("*")):
-                    rel = child.relative_to(path).parts
-                    if child.is_file() and not any(part.startswith(".") for part in rel):
-                        found.setdefault(str(child.resolve()), child)
-            elif path.is_file():
-                found.setdefault(str(path.resolve()), path)
-            elif path.exists():
-                errors.append(FileError(text, UnreadablePathError.code, f"{text} is not a regular file"))
-            else:
-                errors.append(FileError(text, UnreadablePathError.code, f"{text} does not exist"))
-    return [found[k] for k in sorted(found)], errors
+            path = Path(text)
+            walker.visit(path, root=path if path.is_dir() else path.parent, top=True)
+    found = walker.found
+    return Discovery([found[k] for k in sorted(found)], walker.names, walker.errors)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its leading components without wildcards."""
+    parts: list[str] = []
+    for part in Path(pattern).parts:
+        if any(ch in GLOB_CHARS for ch in part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+class _Walker:
+    """Walks folders, keeping regular files and turning everything else it meets into a FileError:
+    a silently skipped entry is a document that is missing from the index with nobody told."""
+
+    def __init__(self, is_document: Callable[[str], bool]) -> None:
+        self.is_document = is_document
+        self.found: dict[str, Path] = {}
+        self.names: dict[str, str] = {}
+        self.errors: list[FileError] = []
+
+    def error(self, path: str | Path, message: str) -> None:
+        self.errors.append(FileError(str(path), UnreadablePathError.code, message))
+
+    def visit(
+        self, path: Path, *, root: Path, top: bool = False, ancestors: frozenset[tuple[int, int]] = frozenset()
+    ) -> None:
+        """Add `path` (a file) or walk it (a folder); `ancestors` are the folders above, to catch link loops."""
+        try:
+            st = path.stat()  # follows symbolic links
+        except OSError as exc:
+            self.error(path, _unreachable(path, exc, top))
+            return
+        if stat.S_ISREG(st.st_mode):
+            key = str(path.resolve())
+            if key not in self.found:
+                self.found[key] = path
+                self.names[key] = _relative_name(path, root)
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            self.error(path, f"{path} is {_kind(st.st_mode)}, not a regular file")
+            return
+        if (st.st_dev, st.st_ino) in ancestors:
+            self.error(path, f"{path} is a symbolic link loop: it leads back to a folder above it ({path.resolve()})")
+            return
+        if not top and self.is_document(path.name):
+            # walked into, since what it holds may be documents, but named as one it was likely meant to be
+            self.error(path, f"{path} is a folder, not a file, though its name looks like a document's")
+        try:
+            with os.scandir(path) as entries:
+                children = sorted(e.name for e in entries if not e.name.startswith("."))
+        except OSError as exc:
+            self.error(path, f"cannot list the folder {path}: {exc.strerror or exc}")
+            return
+        below = ancestors | {(st.st_dev, st.st_ino)}
+        for name in children:
+            self.visit(path / name, root=root, ancestors=below)
+
+
+def _unreachable(path: Path, exc: OSError, top: bool) -> str:
+    """Why `path` cannot be reached: a broken link, a link loop, missing, or unreadable."""
+    if exc.errno == errno.ELOOP:
+        return f"{path} is a symbolic link loop (too many levels of links)"
+    if os.path.islink(path):
+        return f"{path} is a broken symbolic link (its target {os.readlink(path)} does not exist)"
+    if exc.errno == errno.ENOENT:
+        return f"{path} does not exist"
+    return f"cannot read {path}: {exc.strerror or exc}"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    """`path` under `root` as a forward-slash path (the file name when it is not under it)."""
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return path.name
+    return rel.as_posix() if rel.parts else path.name
 
 
 class Ingestor:
@@ -308,13 +409,14 @@ class Ingestor:
             report.job_id, collection, {"paths": [str(p) for p in paths], "sync": sync}, executor=runner.name
         )
         try:
-            files, discover_errors = discover(paths)
-            report.files_total = len(files) + len(discover_errors)
+            found = discover_sources(paths, self._is_document)
+            files = found.files
+            report.files_total = len(files) + len(found.errors)
             if listener:
                 listener.on_start(report.files_total)
-            for err in discover_errors:
+            for err in found.errors:
                 self._fail(report, err, listener)
-            self._run(runner, files, collection, report, listener, should_stop)
+            self._run(runner, files, collection, report, listener, should_stop, found.names)
             if sync:
                 report.documents_deleted = self._sync(paths, files, collection)
             # the names of entities this job (or an interrupted earlier one) added, embedded once, in
@@ -398,11 +500,26 @@ class Ingestor:
         self.stores.fulltext.commit()
         self.stores.vectors.flush()
 
+    def _is_document(self, name: str) -> bool:
+        """Whether a loader is registered for the name's extension."""
+        try:
+            self.preparer.registry.for_path(name)
+        except UnsupportedFormatError:
+            return False
+        return True
+
     def _fail(self, report: JobReport, err: FileError, listener: ProgressListener | None) -> None:
         report.documents_failed += 1
         report.errors.append(err)
         self.stores.ledger.add_job_error(report.job_id, err.path, err.code, err.message)
-        log.warning("file failed", extra={"path": err.path, "code": err.code, "error": err.message})
+        # the path in the message too: a plain log handler shows no `extra` fields
+        log.warning(
+            "file failed: %s (%s): %s",
+            err.path,
+            err.code,
+            err.message,
+            extra={"path": err.path, "code": err.code, "error": err.message},
+        )
         if listener:
             listener.on_file_done(err.path, 0, False)
 
@@ -414,12 +531,13 @@ class Ingestor:
         report: JobReport,
         listener: ProgressListener | None,
         should_stop: Callable[[], bool] | None,
+        names: Mapping[str, str] | None = None,
     ) -> None:
         # the executor prepares (and maybe embeds) batches in file order; this thread writes them
         batches = runner.batches(self, files, collection, should_stop)
         try:
             for batch in batches:
-                self._write_batch(batch, report, listener)
+                self._write_batch(batch, report, listener, names or {})
                 self.stores.ledger.update_job(report.job_id, **report.counts())
         finally:
             close = getattr(batches, "close", None)  # a generator stops its workers on close
@@ -431,7 +549,15 @@ class Ingestor:
         row = self.stores.ledger.find_document(collection, str(path.resolve()))
         return self.preparer.prepare(path, collection, KnownDocument.of(row))
 
-    def _write_batch(self, batch: Sequence[Item], report: JobReport, listener: ProgressListener | None) -> None:
+    def _write_batch(
+        self,
+        batch: Sequence[Item],
+        report: JobReport,
+        listener: ProgressListener | None,
+        names: Mapping[str, str] | None = None,
+    ) -> None:
+        """Write prepared documents; `names` maps a source uri to the root-relative path readers are shown."""
+        names = names or {}
         ledger = self.stores.ledger
         prepared = [item for item in batch if isinstance(item, _Prepared)]
         for item in batch:
@@ -467,6 +593,8 @@ class Ingestor:
                     metadata=meta,
                     chunks=p.chunks,
                     graph=p.graph,
+                    pages=p.parsed.pages,
+                    source_path=names.get(p.source_uri, Path(p.path).name),
                 )
             )
         updated = [w.document_id for w, p in zip(writes, prepared, strict=True) if p.is_update]

@@ -14,7 +14,8 @@ str) and ``question`` (str) and stores everything else as given. The pipeline pa
     sampling     temperature, top_p, max_tokens, seed, ...
     raw_output   the model's output before verification
     answer       the final answer text
-    citations    [{"n", "document_id", "title", "page", "start", "end"}, ...]
+    citations    [{"source", "document_id", "chunk_id", "title", "page", "pages", "char_start",
+                   "char_end", "quote"}, ...]
     verdicts     per sentence: the verdict, its evidence span and score
     timings_ms   per stage: retrieve, rerank, generate, verify, total
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,21 @@ class PageSpan:
     number: int  # 1-based
     start: int
     end: int
+
+
+def page_range(pages: Sequence[PageSpan], start: int, end: int) -> tuple[int, int] | None:
+    """(first, last) page of `text[start:end]`, or None without pages; `pages` sorted by start.
+
+    A position between two pages (the separator) counts to the page before it."""
+    if not pages:
+        return None
+    starts = [p.start for p in pages]
+
+    def at(pos: int) -> int:
+        return pages[max(0, bisect_right(starts, pos) - 1)].number
+
+    first = at(start)
+    return first, max(first, at(max(start, end - 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +100,8 @@ class EntityRecord:
 
 @dataclass(frozen=True, slots=True)
 class MentionRecord:
-    """An entity occurrence: `chunk.text[start:end]` is the surface form."""
+    """An entity occurrence: `chunk.text[start:end]` is the surface form (the ledger stores the offsets
+    document-absolute: `document.text[chunk.char_start + start : chunk.char_start + end]`)."""
 
     entity_key: str
     chunk_ordinal: int
@@ -101,7 +118,9 @@ class RelationRecord:
     type: str
     strength: float
     chunk_ordinal: int
-    evidence_start: int  # offsets of the evidencing sentence within the chunk text
+    # offsets of the evidencing sentence within the chunk text; the ledger (and so the graph) holds them
+    # document-absolute, `chunk.char_start` added, so `document.text[evidence_start:evidence_end]` is it
+    evidence_start: int
     evidence_end: int
 
 
@@ -129,6 +148,8 @@ class SearchHit:
     char_end: int
     page: int | None
     heading_path: tuple[str, ...]
+    #: the document's pages, so that evidence inside the chunk gets its own page (not the chunk's first)
+    page_spans: tuple[PageSpan, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -156,7 +177,8 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Citation:
-    """Evidence for one answer sentence: `document.text[char_start:char_end] == quote`."""
+    """Evidence for one answer sentence: `document.text[char_start:char_end] == quote`; `page` is the page
+    the quote starts on and `pages` its (first, last) page (None for documents without pages)."""
 
     source_number: int
     document_id: str
@@ -166,6 +188,7 @@ class Citation:
     char_start: int
     char_end: int
     quote: str
+    pages: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,6 +197,7 @@ class Citation:
             "chunk_id": self.chunk_id,
             "title": self.title,
             "page": self.page,
+            "pages": list(self.pages) if self.pages is not None else None,
             "char_start": self.char_start,
             "char_end": self.char_end,
             "quote": self.quote,
@@ -224,7 +248,7 @@ VERDICT_LABELS = {
 
 
 def verdict_summary(sentences: Sequence[SentenceVerdict]) -> str:
-    """"1/3 model sentences supported, 2 replaced by quotes": a replaced sentence is not counted supported."""
+    """ "1/3 model sentences supported, 2 replaced by quotes": a replaced sentence is not counted supported."""
     if not sentences:
         return "no model sentences"
     kept = sum(s.action == "kept" for s in sentences)

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     json_text_field: str = Field("text", description="Field of `.json`/`.jsonl` records that holds the text.")
     json_title_field: str = Field("title", description="Field of `.json`/`.jsonl` records that holds a title.")
     graph_enabled: bool = Field(True, description="Extract entities and relations into the knowledge graph.")
+    source_uri: Literal["relative", "absolute"] = Field(
+        "relative",
+        description="How search results, answers and document listings show a document's source: `relative` "
+        "(its path under the folder it was ingested from) or `absolute` (the full path on the ingesting "
+        "machine). Documents are identified by the absolute path either way.",
+    )
     graph_extractor: Literal["spacy", "llm"] = Field(
         "spacy",
         description="Graph extraction at ingestion: `spacy` (NER, noun phrases, dependency-parse relations) or "

@@ -134,6 +134,7 @@ class AnswerPipeline:
         answerable_threshold: float = 0.0,
         short_answers: bool = True,
         multihop: bool = True,
+        absolute_sources: bool = False,
     ) -> None:
         self.ledger = ledger
         self.retriever = retriever
@@ -149,6 +150,8 @@ class AnswerPipeline:
         self.answerable_threshold = answerable_threshold
         self.short_answers = short_answers
         self.multihop = multihop  # decompose bridge and comparison questions and retrieve per hop
+        #: show sources by their absolute path (KAG_SOURCE_URI=absolute) instead of root-relative
+        self.absolute_sources = absolute_sources
 
     def answer(
         self,
@@ -212,7 +215,7 @@ class AnswerPipeline:
                 until=filters.until,
             )
         fused, rankings = self.retriever.retrieve_traced(question, self.rerank_depth, scope, document_ids)
-        candidates = hydrate(self.ledger, fused)
+        candidates = hydrate(self.ledger, fused, absolute_sources=self.absolute_sources)
         timings["retrieve"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
@@ -223,7 +226,9 @@ class AnswerPipeline:
 
             def another_hop(query: str, n: int) -> tuple[list[SearchHit], list[list[Any]]]:
                 found, _ = self.retriever.retrieve_traced(query, self.rerank_depth, scope, document_ids)
-                return self.rerank.run(query, hydrate(self.ledger, found), n), _trace(found)
+                return self.rerank.run(
+                    query, hydrate(self.ledger, found, absolute_sources=self.absolute_sources), n
+                ), _trace(found)
 
             reranked, hops = gather(question, the_plan, reranked, _trace(reranked), another_hop, k=self.context_chunks)
         timings["rerank"] = time.perf_counter() - t1
@@ -387,4 +392,3 @@ class AnswerPipeline:
         if phrase and phrase.lower() in text.lower() and words <= max(6, len(text.split()) // 2):
             return phrase
         return None
-

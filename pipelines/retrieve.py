@@ -553,8 +553,11 @@ class HybridRetriever:
         return fused, {**rankings, FIRST_PASS_DENSE: found["dense"]}
 
 
-def hydrate(ledger: Ledger, hits: Sequence[ScoredChunk]) -> list[SearchHit]:
-    """Attach text and provenance from the ledger, the source of truth, keeping the ranking."""
+def hydrate(ledger: Ledger, hits: Sequence[ScoredChunk], *, absolute_sources: bool = False) -> list[SearchHit]:
+    """Attach text and provenance from the ledger, the source of truth, keeping the ranking.
+
+    `source_uri` is the path relative to the folder the document was ingested from unless
+    `absolute_sources` (KAG_SOURCE_URI=absolute): readers need not see the server's file system."""
     rows = ledger.get_chunks([h.chunk_id for h in hits])
     out = []
     for hit in hits:
@@ -568,12 +571,13 @@ def hydrate(ledger: Ledger, hits: Sequence[ScoredChunk]) -> list[SearchHit]:
                 document_id=doc.id,
                 collection=chunk.collection,
                 title=doc.title,
-                source_uri=doc.source_uri,
+                source_uri=doc.shown_source_uri(absolute_sources),
                 text=chunk.text,
                 char_start=chunk.char_start,
                 char_end=chunk.char_end,
                 page=chunk.page,
                 heading_path=tuple(chunk.heading_path or ()),
+                page_spans=doc.pages(),
             )
         )
     return out

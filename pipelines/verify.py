@@ -13,7 +13,7 @@ import numpy as np
 
 from kag.errors import ConfigurationError
 from kag.models.embedder import Embedder
-from kag.records import Citation, SentenceVerdict, Source, Verification
+from kag.records import Citation, SentenceVerdict, Source, Verification, page_range
 
 ABSTENTION = "The sources do not answer this."
 POLICIES = ("flag", "drop", "extractive")
@@ -418,15 +418,19 @@ class _Span:
 
     def citation(self) -> Citation:
         hit = self.source.hit
+        start, end = hit.char_start + self.start, hit.char_start + self.end
+        # the quote's own pages: a chunk that straddles a page break starts on the page before
+        pages = page_range(hit.page_spans, start, end)
         return Citation(
             source_number=self.source.number,
             document_id=hit.document_id,
             chunk_id=hit.chunk_id,
             title=hit.title,
-            page=hit.page,
-            char_start=hit.char_start + self.start,
-            char_end=hit.char_start + self.end,
+            page=pages[0] if pages is not None else hit.page,
+            char_start=start,
+            char_end=end,
             quote=self.text,
+            pages=pages,
         )
 
 

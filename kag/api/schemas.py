@@ -72,6 +72,12 @@ class CollectionList(BaseModel):
     collections: list[CollectionInfo]
 
 
+SOURCE_URI_DOC = (
+    "The source file: its path under the folder it was ingested from (with KAG_SOURCE_URI=absolute: the full "
+    "path on the server)."
+)
+
+
 class DocumentInfo(BaseModel):
     id: str
     collection: str
@@ -79,7 +85,7 @@ class DocumentInfo(BaseModel):
     version: int
     status: str
     mime_type: str
-    source_uri: str
+    source_uri: str = Field(description=SOURCE_URI_DOC)
     size_bytes: int
     sha256: str
     created_at: str | None
@@ -163,7 +169,12 @@ class Filters(Strict):
     """Restrict retrieval to some documents (applied inside the stores, like the collection scope)."""
 
     document_ids: list[str] | None = Field(None, max_length=10_000)
-    source_prefix: str | None = Field(None, max_length=4096)
+    source_prefix: str | None = Field(
+        None,
+        max_length=4096,
+        description="Documents whose source starts with this: the path as shown (under the folder it was "
+        "ingested from) or the absolute path.",
+    )
     since: datetime | None = Field(None, description="Documents updated at or after this time.")
     until: datetime | None = Field(None, description="Documents updated at or before this time.")
 
@@ -191,7 +202,7 @@ class Hit(BaseModel):
     document_id: str
     collection: str
     title: str
-    source_uri: str
+    source_uri: str = Field(description=SOURCE_URI_DOC)
     page: int | None
     heading_path: list[str]
     char_start: int
@@ -235,7 +246,10 @@ class CitationOut(BaseModel):
     document_id: str
     chunk_id: str
     title: str
-    page: int | None
+    page: int | None = Field(description="The page the quote starts on (paged documents such as PDFs).")
+    pages: list[int] | None = Field(
+        None, description="[first, last] page of the quote (equal unless it runs across a page break)."
+    )
     char_start: int
     char_end: int
     quote: str
@@ -257,7 +271,7 @@ class SourceOut(BaseModel):
     document_id: str
     collection: str
     title: str
-    source_uri: str
+    source_uri: str = Field(description=SOURCE_URI_DOC)
     page: int | None
     heading_path: list[str]
     char_start: int

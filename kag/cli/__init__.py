@@ -145,7 +145,11 @@ def search(
                 until=flt.until,
             )
         retriever = rt.retriever(mode.value)
-        hits = hydrate(rt.stores.ledger, retriever.retrieve(query, k, collection, document_ids))
+        hits = hydrate(
+            rt.stores.ledger,
+            retriever.retrieve(query, k, collection, document_ids),
+            absolute_sources=rt.settings.source_uri == "absolute",
+        )
     finally:
         rt.close()
     if as_json:
@@ -281,6 +285,8 @@ def _print_answer(result: Any) -> None:
         out.print("\n[bold]Sources[/]")
         for c in v.citations:
             page = f", p. {c.page}" if c.page else ""
+            if c.pages is not None and c.pages[1] != c.pages[0]:
+                page = f", pp. {c.pages[0]}-{c.pages[1]}"
             out.print(
                 f"  \\[{c.source_number}] {escape(c.title)}{page} [dim]{c.document_id} "
                 f"\\[{c.char_start}:{c.char_end}][/]",
@@ -424,6 +430,7 @@ def documents(
     rt = _runtime()
     try:
         rows = rt.stores.ledger.documents(collection=collection)
+        absolute = rt.settings.source_uri == "absolute"
     finally:
         rt.close()
     data = [
@@ -434,7 +441,7 @@ def documents(
             "version": r.version,
             "status": r.status,
             "mime_type": r.mime_type,
-            "source_uri": r.source_uri,
+            "source_uri": r.shown_source_uri(absolute),
         }
         for r in rows
     ]

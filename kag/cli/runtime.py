@@ -276,6 +276,7 @@ class Runtime:
             answerable_threshold=self.min_answerable(),
             short_answers=s.answer_short,
             multihop=s.answer_multihop,
+            absolute_sources=s.source_uri == "absolute",
         )
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from kag.records import PageSpan
 
 
 def utcnow() -> datetime:
@@ -71,6 +74,28 @@ class DocumentRow(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: [[page, start, end], ...]: `text[start:end]` is that page's text; NULL when the document has no
+    #: pages (or was ingested before pages were kept: its citations then use the chunk's page)
+    page_spans: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    #: the file's path relative to the folder it was ingested from: what readers are shown instead of
+    #: `source_uri` (the identity: the absolute path on the ingesting machine), unless KAG_SOURCE_URI=absolute
+    source_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    def shown_source_uri(self, absolute: bool = False) -> str:
+        """The source as readers see it: root-relative by default, the stored absolute uri on request."""
+        return shown_source_uri(self.source_uri, self.source_path, absolute)
+
+    def pages(self) -> tuple[PageSpan, ...]:
+        """The document's page spans, in page order."""
+        return tuple(PageSpan(int(n), int(a), int(b)) for n, a, b in self.page_spans or ())
+
+
+def shown_source_uri(source_uri: str, source_path: str | None, absolute: bool = False) -> str:
+    """What to show of a document's source: `source_path`, else (rows written before it was kept) the
+    file name, so a relative listing never reveals a server path; `source_uri` itself when `absolute`."""
+    if absolute:
+        return source_uri
+    return source_path or PurePosixPath(source_uri.replace("\\", "/")).name or source_uri
 
 
 class ChunkRow(Base):

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Engine, Table, bindparam, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
@@ -29,7 +29,7 @@ from kag.ledger.models import (
     RelationRow,
     utcnow,
 )
-from kag.records import ChunkDraft, GraphExtraction, IndexedChunk
+from kag.records import ChunkDraft, GraphExtraction, IndexedChunk, PageSpan
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -215,8 +215,13 @@ class Ledger:
         metadata: dict[str, Any],
         chunks: Sequence[ChunkDraft],
         graph: GraphExtraction,
+        pages: Sequence[PageSpan] = (),
+        source_path: str | None = None,
     ) -> DocumentWrite:
-        """Write a new version of a document, its chunks and its graph in one transaction, status `indexing`."""
+        """Write a new version of a document, its chunks and its graph in one transaction, status `indexing`.
+
+        `pages` are the document's page spans; `source_path` is what readers are shown of `source_uri`.
+        Graph offsets arrive relative to their chunk's text and are stored relative to the document's."""
         doc_id = ids.document_id(collection, source_uri)
         replaced: set[str] = set()
         with self.session() as s:
@@ -231,6 +236,8 @@ class Ledger:
             row.sha256, row.mime_type, row.title, row.text = sha256, mime_type, title, text
             row.size_bytes, row.meta, row.version = size_bytes, metadata, version
             row.status, row.updated_at = DocumentStatus.INDEXING, utcnow()
+            row.page_spans = [[p.number, p.start, p.end] for p in sorted(pages, key=lambda p: p.start)] or None
+            row.source_path = source_path
             s.flush()
 
             chunk_ids = [ids.chunk_id(collection, doc_id, version, c.ordinal, c.text) for c in chunks]
@@ -250,7 +257,7 @@ class Ledger:
                 for cid, c in zip(chunk_ids, chunks, strict=True)
             )
             s.flush()
-            written = self._write_graph(s, collection, doc_id, chunk_ids, graph)
+            written = self._write_graph(s, collection, doc_id, chunk_ids, [c.char_start for c in chunks], graph)
             # entities only the old version mentioned, in the same transaction: a crash leaves none behind
             self._delete_orphan_entities(s, collection, replaced - written)
         indexed = tuple(
@@ -260,9 +267,18 @@ class Ledger:
         return DocumentWrite(doc_id, version, indexed)
 
     def _write_graph(
-        self, s: Session, collection: str, doc_id: str, chunk_ids: Sequence[str], graph: GraphExtraction
+        self,
+        s: Session,
+        collection: str,
+        doc_id: str,
+        chunk_ids: Sequence[str],
+        chunk_starts: Sequence[int],
+        graph: GraphExtraction,
     ) -> set[str]:
-        """Insert the document's entities (if new), mentions and relations; the ids of the entities it mentions."""
+        """Insert the document's entities (if new), mentions and relations; the ids of the entities it mentions.
+
+        Mention and evidence offsets are stored document-absolute (chunk-relative + the chunk's start), like
+        every other offset of the ledger: `document.text[evidence_start:evidence_end]` is the evidence."""
         if not graph.entities:
             return set()
         entity_ids = {e.key: ids.entity_id(collection, e.key) for e in graph.entities}
@@ -279,8 +295,8 @@ class Ledger:
                 "entity_id": entity_ids[m.entity_key],
                 "chunk_id": chunk_ids[m.chunk_ordinal],
                 "document_id": doc_id,
-                "start": m.start,
-                "end": m.end,
+                "start": chunk_starts[m.chunk_ordinal] + m.start,
+                "end": chunk_starts[m.chunk_ordinal] + m.end,
             }
             for m in graph.mentions
             if m.entity_key in entity_ids
@@ -292,7 +308,8 @@ class Ledger:
         for r in graph.relations:
             if r.source_key not in entity_ids or r.target_key not in entity_ids:
                 continue
-            cid = chunk_ids[r.chunk_ordinal]
+            cid, base = chunk_ids[r.chunk_ordinal], chunk_starts[r.chunk_ordinal]
+            # the id keeps the chunk-relative start: ids written before offsets became absolute still hold
             rid = ids.relation_id(collection, r.source_key, r.type, r.target_key, cid, r.evidence_start)
             relations.setdefault(
                 rid,
@@ -305,8 +322,8 @@ class Ledger:
                     "strength": r.strength,
                     "chunk_id": cid,
                     "document_id": doc_id,
-                    "evidence_start": r.evidence_start,
-                    "evidence_end": r.evidence_end,
+                    "evidence_start": base + r.evidence_start,
+                    "evidence_end": base + r.evidence_end,
                     "created_at": now,
                 },
             )
@@ -516,7 +533,13 @@ class Ledger:
         if document_ids is not None:
             query = query.where(DocumentRow.id.in_(list(document_ids)))
         if source_prefix:
-            query = query.where(DocumentRow.source_uri.startswith(source_prefix, autoescape=True))
+            # readers see root-relative paths (KAG_SOURCE_URI), so a prefix of either form selects
+            query = query.where(
+                or_(
+                    DocumentRow.source_uri.startswith(source_prefix, autoescape=True),
+                    DocumentRow.source_path.startswith(source_prefix, autoescape=True),
+                )
+            )
         if since is not None:
             query = query.where(DocumentRow.updated_at >= since)
         if until is not None:

@@ -53,6 +53,7 @@ class GraphEdge:
     type: str
     strength: float
     chunk_id: str | None = None
+    #: offsets of the evidencing sentence in the document text (not the chunk's)
     evidence_start: int | None = None
     evidence_end: int | None = None
     created_at: datetime | None = None

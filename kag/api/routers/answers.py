@@ -64,7 +64,8 @@ def search(
         )
     # the key's collections go into the store query itself: nothing outside them is ever ranked
     hits = svc.retriever(body.mode.value).retrieve(body.query, body.k, collections, document_ids)
-    results = [h.to_dict() for h in hydrate(ledger, hits)]
+    absolute = svc.settings.source_uri == "absolute"
+    results = [h.to_dict() for h in hydrate(ledger, hits, absolute_sources=absolute)]
     return SearchResponse(
         query=body.query,
         mode=body.mode,

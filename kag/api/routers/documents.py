@@ -245,7 +245,7 @@ def get_job(job_id: str, request: Request, key: Annotated[ApiKey, Depends(requir
 # --- documents ----------------------------------------------------------------------------
 
 
-def _document_info(row: Any) -> dict[str, Any]:
+def _document_info(row: Any, svc: Services) -> dict[str, Any]:
     return {
         "id": row.id,
         "collection": row.collection,
@@ -253,7 +253,7 @@ def _document_info(row: Any) -> dict[str, Any]:
         "version": row.version,
         "status": row.status,
         "mime_type": row.mime_type,
-        "source_uri": row.source_uri,
+        "source_uri": row.shown_source_uri(svc.settings.source_uri == "absolute"),
         "size_bytes": row.size_bytes,
         "sha256": row.sha256,
         "created_at": _iso(row.created_at),
@@ -279,7 +279,7 @@ def list_documents(
         scope = key.scope(known)
     rows, total = svc.runtime.stores.ledger.document_page(scope, limit=limit, offset=offset)
     return DocumentList(
-        documents=[DocumentInfo(**_document_info(r)) for r in rows], total=total, limit=limit, offset=offset
+        documents=[DocumentInfo(**_document_info(r, svc)) for r in rows], total=total, limit=limit, offset=offset
     )
 
 
@@ -301,7 +301,7 @@ def get_document(
     row = _readable_document(svc, key, document_id)
     chunks = svc.runtime.stores.ledger.chunks_of(document_id)
     return DocumentDetail(
-        **_document_info(row),
+        **_document_info(row, svc),
         text=row.text if include_text else None,
         chunks=[
             {
@@ -344,7 +344,7 @@ def delete_document(
     svc = services(request)
     row = _readable_document(svc, key, document_id)
     _busy(svc, row.collection)
-    info = DocumentInfo(**_document_info(row))
+    info = DocumentInfo(**_document_info(row, svc))
     svc.runtime.ingestor.delete_document(document_id)
     uploads = svc.worker.collection_dir(row.collection).resolve()
     source = Path(row.source_uri)

@@ -150,13 +150,19 @@ async function showPassage(citation, holder, button) {
     notes.push(el("p", { class: "changed" }, "The document changed since this answer: the recorded quote no longer sits at these offsets."));
   }
   holder.replaceChildren(
-    el("div", { class: "where" }, `${citation.title || citation.document_id}${citation.page ? ", p. " + citation.page : ""} · characters ${citation.char_start}–${citation.char_end} · version ${span.version}`),
+    el("div", { class: "where" }, `${citation.title || citation.document_id}${pageLabel(citation)} · characters ${citation.char_start}–${citation.char_end} · version ${span.version}`),
     passage,
     ...notes,
   );
   holder.dataset.loaded = "1";
   holder.hidden = false;
   button.textContent = "hide source";
+}
+
+function pageLabel(c) {
+  // records written before citations carried `pages` have only `page`
+  if (c.pages && c.pages[1] !== c.pages[0]) return `, pp. ${c.pages[0]}–${c.pages[1]}`;
+  return c.page ? `, p. ${c.page}` : "";
 }
 
 function citationView(c) {
