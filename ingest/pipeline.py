@@ -17,7 +17,6 @@ from ingest.protocols import (
     Executor,
     ExtractorLike,
     FileError,
-    Item,
     KnownDocument,
     LoaderRegistryLike,
     Prepared,

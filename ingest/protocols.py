@@ -160,4 +160,3 @@ def embedding_text(title: str, text: str, embed_title: bool) -> str:
 def title_of(p: Prepared) -> str:
     """A document's title as the ledger stores it."""
     return p.parsed.title or Path(p.path).name
-

@@ -36,9 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kag.errors import ConfigurationError, ExecutorError, KagError, MissingDependencyError
-
 from ingest.protocols import FileError, FilePreparer, Item, JobSource, KnownDocument, Prepared, embedding_text, title_of
+from kag.errors import ConfigurationError, ExecutorError, KagError, MissingDependencyError
 
 if TYPE_CHECKING:
     from ingest.spec import PrepareSpec

@@ -88,4 +88,3 @@ class IndexStage:
         self.stores.vectors.flush()
         ledger.mark_indexed([w.document_id for w in writes])
         return writes
-

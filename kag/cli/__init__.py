@@ -508,9 +508,7 @@ def jobs(
     if as_json or job_id is not None:
         _print_json(data)
         return
-    table = Table(
-        "id", "collection", "status", "added", "updated", "unchanged", "failed", "chunks", "graph", "started"
-    )
+    table = Table("id", "collection", "status", "added", "updated", "unchanged", "failed", "chunks", "graph", "started")
     for j in data:
         g = j["graph"]
         table.add_row(

@@ -11,7 +11,8 @@ from kag.cli.common import err, handle_errors, out, print_json, runtime
 from kag.errors import NotFoundError
 
 graph_app = typer.Typer(
-    help="The knowledge graph (ingestion's stage 2): build it for documents left pending by `kag ingest --graph later`.",
+    help="The knowledge graph (ingestion's stage 2): build it for documents left pending by "
+    "`kag ingest --graph later`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

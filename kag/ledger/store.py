@@ -450,9 +450,7 @@ class Ledger:
             return None
         return row
 
-    def write_graph(
-        self, document_id: str, version: int, chunk_ids: Mapping[int, str], graph: GraphExtraction
-    ) -> bool:
+    def write_graph(self, document_id: str, version: int, chunk_ids: Mapping[int, str], graph: GraphExtraction) -> bool:
         """Write a document version's graph and mark it `done`, in one transaction; False (and nothing
         written) when the document was rewritten or deleted since `version` was read."""
         with self.session() as s:
@@ -505,7 +503,8 @@ class Ledger:
                 .group_by(DocumentRow.job_id, DocumentRow.graph_status)
             ).all()
         for job_id, status, n in rows:
-            found[job_id][status] = int(n)
+            if job_id is not None and status is not None:
+                found[job_id][status] = int(n)
         return found
 
     def graph_failures(self, collection: str | None = None, limit: int = 20) -> list[tuple[str, str, str]]:
@@ -712,9 +711,7 @@ class Ledger:
         done = func.sum(case((DocumentRow.graph_status == GraphStatus.DONE, 1), else_=0))
         with self.session() as s:
             row = s.execute(
-                select(func.count(), func.max(DocumentRow.updated_at), done).where(
-                    DocumentRow.collection == collection
-                )
+                select(func.count(), func.max(DocumentRow.updated_at), done).where(DocumentRow.collection == collection)
             ).one()
         return int(row[0] or 0), str(row[1] or ""), int(row[2] or 0)
 

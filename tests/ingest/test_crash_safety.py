@@ -74,7 +74,9 @@ def _state(data_dir: Path) -> dict[str, object]:
             "vectors": sorted(stores.vectors.chunk_ids()),
             "fulltext": sorted(stores.fulltext.chunk_ids()),
             "graph": stores.ledger.graph_counts(),
-            "unembedded_entities": sum(len(stores.ledger.entities_without_vectors(c)) for c in stores.ledger.collections()),
+            "unembedded_entities": sum(
+                len(stores.ledger.entities_without_vectors(c)) for c in stores.ledger.collections()
+            ),
         }
     finally:
         stores.close()

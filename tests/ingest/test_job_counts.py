@@ -134,9 +134,7 @@ def test_stale_jobs_are_those_whose_owner_is_gone(ledger_url: str) -> None:
         s.execute(update(IngestJobRow).where(IngestJobRow.id == "dead-pid").values(owner_pid=_dead_pid()))
         s.execute(update(IngestJobRow).where(IngestJobRow.id == "far-fresh").values(owner_host="elsewhere"))
         s.execute(
-            update(IngestJobRow)
-            .where(IngestJobRow.id == "far-silent")
-            .values(owner_host="elsewhere", heartbeat_at=old)
+            update(IngestJobRow).where(IngestJobRow.id == "far-silent").values(owner_host="elsewhere", heartbeat_at=old)
         )
         s.execute(
             update(IngestJobRow)
