@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ingest.loaders.base import check_text_length
 from ingest.protocols import (
     ChunkerLike,
     FileError,
@@ -14,7 +15,6 @@ from ingest.protocols import (
     Prepared,
     Unchanged,
 )
-from ingest.loaders.base import check_text_length
 from kag import ids
 from kag.errors import DocumentError, FileTooLargeError, KagError, UnreadablePathError
 from kag.ledger.models import DocumentStatus

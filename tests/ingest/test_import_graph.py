@@ -1,6 +1,5 @@
-"""The modules of `ingest/` (and of `ingest/stages/`) import each other without a cycle, counting
-every import: top-level, inside functions, and under `TYPE_CHECKING`. The loader package counts as
-one node (`ingest.loaders`): its registry imports its own loaders, which is no cycle between stages."""
+"""The modules of `ingest/` (its subpackages too) import each other without a cycle, counting every
+import: top-level, inside functions, and under `TYPE_CHECKING`."""
 
 from __future__ import annotations
 
@@ -10,12 +9,6 @@ from pathlib import Path
 import networkx as nx
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ingest"
-#: subpackages seen from outside as one module
-UNITS = ("ingest.loaders",)
-
-
-def unit(name: str) -> str:
-    return next((u for u in UNITS if name == u or name.startswith(u + ".")), name)
 
 
 def module_name(path: Path) -> str:
@@ -28,7 +21,7 @@ def import_graph() -> nx.DiGraph:
     that is a module, else `ingest.x`)."""
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = nx.DiGraph()
-    graph.add_nodes_from({unit(m) for m in modules})
+    graph.add_nodes_from(modules)
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -50,10 +43,9 @@ def import_graph() -> nx.DiGraph:
                 # a module importing its own package's __init__ (or itself) is no edge between modules
                 if not target or target == "ingest":
                     continue
-                source, target = unit(name), unit(target)
                 # a module importing its own package's __init__ (or itself) is no edge between modules
-                if target != source and not source.startswith(target + "."):
-                    graph.add_edge(source, target)
+                if target != name and not name.startswith(target + "."):
+                    graph.add_edge(name, target)
     return graph
 
 
