@@ -1,4 +1,4 @@
-"""Batch ingestion: files -> loader -> chunks -> graph -> embeddings -> ledger -> indexes."""
+"""Batch ingestion jobs: files -> stage 1 (parse, chunk, embed, index: searchable) -> stage 2 (graph)."""
 
 from __future__ import annotations
 
@@ -12,47 +12,57 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
-from ingest.loaders.base import check_text_length
+from ingest.executors import InProcessExecutor
+from ingest.protocols import (
+    PARSING,
+    ChunkerLike,
+    Executor,
+    ExtractorLike,
+    FileError,
+    KnownDocument,
+    LoaderRegistryLike,
+    Prepared,
+    ProgressListener,
+    StageListener,
+    StageProgress,
+    Unchanged,
+    embedding_text,
+    title_of,
+)
+from ingest.stages.embed import IndexStage
+from ingest.stages.graph import GraphReport, GraphStage
+from ingest.stages.prepare import Preparer
 from kag import ids
-from kag.errors import DocumentError, FileTooLargeError, KagError, UnreadablePathError, UnsupportedFormatError
+from kag.errors import ConfigurationError, UnreadablePathError, UnsupportedFormatError
 from kag.ledger.models import DocumentStatus, JobStatus
+from kag.ledger.store import DEFAULT_STALE_SECONDS
 from kag.models.embedder import Embedder
-from kag.records import ChunkDraft, GraphExtraction, ParsedDocument
 from kag.stores.bundle import Stores
-from kag.stores.graph import embed_entity_names
-from kag.units import MB, describe_limit, describe_size
+from kag.units import MB
 
-if TYPE_CHECKING:
-    from ingest.executors import Executor
+# the records and the preparer lived here before the stages had their own modules
+__all__ = [
+    "ChunkerLike",
+    "ExtractorLike",
+    "FileError",
+    "Ingestor",
+    "JobReport",
+    "KnownDocument",
+    "LoaderRegistryLike",
+    "Preparer",
+    "ProgressListener",
+    "discover",
+    "embedding_text",
+]
+_Prepared = Prepared
+_title_of = title_of
 
 log = logging.getLogger("kag.ingest")
 
 GLOB_CHARS = set("*?[")
-
-
-class ChunkerLike(Protocol):
-    def chunk(self, doc: ParsedDocument) -> list[ChunkDraft]: ...
-
-
-class ExtractorLike(Protocol):
-    def extract(self, chunks: Sequence[ChunkDraft]) -> GraphExtraction: ...
-
-
-class LoaderRegistryLike(Protocol):
-    def for_path(self, path: str | Path): ...
-
-
-@dataclass(frozen=True, slots=True)
-class FileError:
-    """One file that could not be ingested, and why."""
-
-    path: str
-    code: str
-    message: str
+#: when stage 2 runs for a job: in the same run after stage 1, later (`kag graph build`), or never
+GRAPH_MODES = ("now", "later")
 
 
 @dataclass
@@ -71,6 +81,8 @@ class JobReport:
     chunks_added: int = 0
     seconds: float = 0.0
     errors: list[FileError] = field(default_factory=list)
+    #: stage 2 of this run (None when it did not run: `--graph later`, or the graph is off)
+    graph: GraphReport | None = None
 
     @property
     def files_done(self) -> int:
@@ -96,121 +108,28 @@ class JobReport:
             **self.counts(),
             "seconds": round(self.seconds, 3),
             "errors": [{"path": e.path, "code": e.code, "message": e.message} for e in self.errors],
+            "graph": self.graph.to_dict() if self.graph is not None else None,
         }
 
 
-class ProgressListener(Protocol):
-    def on_start(self, files_total: int) -> None: ...
+class _Progress:
+    """Forwards to a listener: files always, stages only to a listener that asks for them."""
 
-    def on_file_done(self, path: str, chunks: int, ok: bool) -> None: ...
+    def __init__(self, listener: ProgressListener | None) -> None:
+        self.listener = listener
+        self.stages = listener if isinstance(listener, StageListener) else None
 
+    def start(self, files_total: int) -> None:
+        if self.listener is not None:
+            self.listener.on_start(files_total)
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """A parsed, chunked and graph-extracted document waiting to be embedded and written."""
+    def file_done(self, path: str, chunks: int, ok: bool) -> None:
+        if self.listener is not None:
+            self.listener.on_file_done(path, chunks, ok)
 
-    path: str
-    source_uri: str
-    sha256: str
-    size: int
-    parsed: ParsedDocument
-    chunks: list[ChunkDraft]
-    graph: GraphExtraction
-    is_update: bool
-    #: chunk embeddings when the executor computed them (Ray); else the writer embeds
-    vectors: np.ndarray | None = None
-
-
-#: what preparing one file yields: a document to write, a per-file error, or the source uri of an
-#: unchanged file
-Item = _Prepared | FileError | str
-
-
-@dataclass(frozen=True, slots=True)
-class KnownDocument:
-    """What the ledger knows of a file's current version: enough to skip it when unchanged."""
-
-    sha256: str
-    status: str
-    fingerprint: str | None
-
-    @classmethod
-    def of(cls, row: Any) -> KnownDocument | None:
-        if row is None:
-            return None
-        return cls(row.sha256, row.status, (row.meta or {}).get("_kag_fingerprint"))
-
-
-class Preparer:
-    """Reads, parses, chunks and graph-extracts one file; needs no store, so it runs on any worker."""
-
-    def __init__(
-        self,
-        chunker: ChunkerLike,
-        registry: LoaderRegistryLike,
-        *,
-        extractor: ExtractorLike | None = None,
-        max_file_bytes: int = 50 * MB,
-        max_document_chars: int | None = None,
-        fingerprint: str = "",
-    ) -> None:
-        self.chunker = chunker
-        self.registry = registry
-        self.extractor = extractor
-        self.max_file_bytes = max_file_bytes
-        self.max_document_chars = max_document_chars
-        self.fingerprint = fingerprint
-
-    def prepare(self, path: Path, collection: str, known: KnownDocument | None) -> Item:
-        """A prepared document, a FileError, or the source uri when the file is unchanged since `known`."""
-        shown = str(path)
-        source_uri = str(path.resolve())
-        try:
-            try:
-                size = path.stat().st_size
-                if size > self.max_file_bytes:
-                    raise FileTooLargeError(
-                        f"{shown} is {describe_size(size)}, over the {describe_limit(self.max_file_bytes)} limit",
-                        hint="raise KAG_MAX_FILE_SIZE_MB (in MB of 10^6 bytes) to ingest it",
-                    )
-                data = path.read_bytes()
-            except OSError as exc:
-                raise UnreadablePathError(f"cannot read {shown}: {exc.strerror or exc}") from exc
-            sha = ids.sha256_bytes(data)
-            if (
-                known is not None
-                and known.sha256 == sha
-                and known.status == DocumentStatus.INDEXED
-                and known.fingerprint == self.fingerprint
-            ):
-                return source_uri
-            loader = self.registry.for_path(path)
-            parsed = loader.load(data, source=shown)
-            # every loader, a plugin's too, is held to the text limit (the built-ins stop early)
-            check_text_length(parsed.text, shown, self.max_document_chars)
-            chunks = self.chunker.chunk(parsed)
-            graph = self.extractor.extract(chunks) if self.extractor is not None and chunks else GraphExtraction()
-            return _Prepared(shown, source_uri, sha, len(data), parsed, chunks, graph, known is not None)
-        except DocumentError as exc:
-            return FileError(shown, exc.code, str(exc))
-        except KagError:
-            raise
-        except Exception as exc:
-            log.exception("unexpected error while preparing %s", shown, extra={"path": shown})
-            return FileError(shown, "internal_error", f"{exc.__class__.__name__}: {exc}")
-
-
-def embedding_text(title: str, text: str, embed_title: bool) -> str:
-    """What is embedded for a chunk: its text, after the document title when `embed_title` is set
-    (a later chunk of a long document otherwise loses the context its title gives)."""
-    if not embed_title or not title or text.startswith(title):
-        return text
-    return f"{title}\n{text}"
-
-
-def _title_of(p: _Prepared) -> str:
-    """A document's title as the ledger stores it."""
-    return p.parsed.title or Path(p.path).name
+    def stage(self, progress: StageProgress) -> None:
+        if self.stages is not None:
+            self.stages.on_stage(progress)
 
 
 @dataclass
@@ -357,32 +276,46 @@ class Ingestor:
         fingerprint: str = "",
         executor: Executor | None = None,
         embed_title: bool = False,
+        stale_job_seconds: float = DEFAULT_STALE_SECONDS,
     ) -> None:
-        from ingest.executors import InProcessExecutor
-
         self.stores = stores
         self.embedder = embedder
         # documents ingested under other chunking/embedding settings are re-processed
         self.preparer = Preparer(
             chunker,
             registry,
-            extractor=extractor,
             max_file_bytes=max_file_bytes,
             max_document_chars=max_document_chars,
             fingerprint=fingerprint,
         )
+        self.index_stage = IndexStage(
+            stores, embedder, fingerprint=fingerprint, embed_title=embed_title, graph=extractor is not None
+        )
+        #: stage 2; None when graph extraction is off
+        self.graph_stage = GraphStage(stores.ledger, extractor, embedder) if extractor is not None else None
         self.batch_chunks = batch_chunks
-        #: where parsing, chunking, extraction and embedding run; writes always happen here
+        #: where parsing and chunking (and, on Ray, embedding) run; writes always happen here
         self.executor: Executor = executor or InProcessExecutor()
         self.embed_title = embed_title
+        self.stale_job_seconds = stale_job_seconds
 
     @property
     def fingerprint(self) -> str:
         return self.preparer.fingerprint
 
+    @property
+    def extractor(self) -> ExtractorLike | None:
+        return self.graph_stage.extractor if self.graph_stage is not None else None
+
     def embedding_text(self, title: str, text: str) -> str:
         """What is embedded for a chunk (see `embedding_text`)."""
         return embedding_text(title, text, self.embed_title)
+
+    # --- JobSource (what executors read) ---------------------------------------------------
+    def known_documents(self, collection: str, paths: Sequence[Path]) -> dict[str, KnownDocument]:
+        """resolved path -> what the ledger knows of it, in one query."""
+        states = self.stores.ledger.document_states(collection, [str(p.resolve()) for p in paths])
+        return {uri: KnownDocument(*state) for uri, state in states.items()}
 
     # --- public ------------------------------------------------------------------------
     def ingest(
@@ -395,13 +328,19 @@ class Ingestor:
         job_id: str | None = None,
         should_stop: Callable[[], bool] | None = None,
         executor: Executor | None = None,
+        graph: str = "now",
     ) -> JobReport:
         """Ingest files into a collection; per-file errors are recorded, never raised.
 
+        Stage 1 makes each document searchable as its batch is written; stage 2 (the graph) follows
+        in this call when `graph="now"`, or is left `pending` for `build_graph` when `graph="later"`.
         `executor` overrides the ingestor's own for this job (e.g. an API job asking for Ray)."""
+        if graph not in GRAPH_MODES:
+            raise ConfigurationError(f"unknown graph mode {graph!r}", hint=f"use one of: {', '.join(GRAPH_MODES)}")
         started = time.perf_counter()
         ledger = self.stores.ledger
         runner = executor or self.executor
+        progress = _Progress(listener)
         self.repair()
         ledger.ensure_collection(collection)
         report = JobReport(job_id=job_id or uuid.uuid4().hex, collection=collection)
@@ -412,23 +351,20 @@ class Ingestor:
             found = discover_sources(paths, self._is_document)
             files = found.files
             report.files_total = len(files) + len(found.errors)
-            if listener:
-                listener.on_start(report.files_total)
+            progress.start(report.files_total)
+            ledger.update_job(report.job_id, **report.counts())
             for err in found.errors:
-                self._fail(report, err, listener)
-            self._run(runner, files, collection, report, listener, should_stop, found.names)
+                self._fail(report, err, progress)
+            self._run(runner, files, collection, report, progress, should_stop, found.names)
             if sync:
                 report.documents_deleted = self._sync(paths, files, collection)
-            # the names of entities this job (or an interrupted earlier one) added, embedded once, in
-            # large batches, so query-time linking reads vectors instead of running the model
-            named = embed_entity_names(ledger, self.embedder, collection)
-            if named:
-                log.info("entity names embedded", extra={"collection": collection, "entities": named})
             if report.chunks_added:
                 # one HNSW build per job, not per batch: search is exact (brute force) until then
                 self.stores.vectors.optimize()
             # a stop that came after the last file changes nothing: the job did all its work
             interrupted = should_stop is not None and should_stop() and report.files_done < report.files_total
+            if graph == "now" and not interrupted and self.graph_stage is not None:
+                report.graph = self.graph_stage.build(collection, should_stop=should_stop, on_stage=progress.stage)
             if interrupted:
                 report.status = JobStatus.INTERRUPTED
             elif report.files_total and report.documents_failed == report.files_total:
@@ -449,6 +385,25 @@ class Ingestor:
             report.seconds = time.perf_counter() - started
         return report
 
+    def build_graph(
+        self,
+        collection: str,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        listener: ProgressListener | None = None,
+        retry_failed: bool = False,
+    ) -> GraphReport:
+        """Stage 2 on its own (`kag graph build`, the API's background task): the graph of every
+        document of the collection still `pending` (and `failed` ones with `retry_failed`)."""
+        if self.graph_stage is None:
+            raise ConfigurationError(
+                "graph extraction is off", hint="set KAG_GRAPH_ENABLED=true to build the knowledge graph"
+            )
+        self.repair()
+        if retry_failed:
+            self.stores.ledger.retry_graph_failures(collection)
+        return self.graph_stage.build(collection, should_stop=should_stop, on_stage=_Progress(listener).stage)
+
     def delete_document(self, document_id: str) -> None:
         """Remove a document from every store: indexes first, then the ledger row."""
         ledger = self.stores.ledger
@@ -467,9 +422,10 @@ class Ingestor:
 
     def repair(self) -> dict[str, int]:
         """Finish what a crashed run left: `indexing` documents re-derive their index entries from
-        the ledger, `deleting` documents finish deleting, `running` jobs become `interrupted`."""
+        the ledger, `deleting` documents finish deleting, stale `running` jobs (owner gone) become
+        `interrupted`. Stage 2 needs nothing here: its `pending` documents are simply picked up again."""
         ledger = self.stores.ledger
-        fixed = {"reindexed": 0, "deleted": 0, "jobs_interrupted": ledger.interrupt_running_jobs()}
+        fixed = {"reindexed": 0, "deleted": 0, "jobs_interrupted": ledger.interrupt_stale_jobs(self.stale_job_seconds)}
         for row in ledger.documents(status=DocumentStatus.DELETING):
             self._purge_indexes([row.id])
             ledger.delete_document(row.id)
@@ -500,6 +456,10 @@ class Ingestor:
         self.stores.fulltext.commit()
         self.stores.vectors.flush()
 
+    def _save(self, report: JobReport) -> None:
+        """Save the job's counts (and heartbeat): after every file, so a crash loses none of them."""
+        self.stores.ledger.update_job(report.job_id, **report.counts())
+
     def _is_document(self, name: str) -> bool:
         """Whether a loader is registered for the name's extension."""
         try:
@@ -508,7 +468,7 @@ class Ingestor:
             return False
         return True
 
-    def _fail(self, report: JobReport, err: FileError, listener: ProgressListener | None) -> None:
+    def _fail(self, report: JobReport, err: FileError, progress: _Progress) -> None:
         report.documents_failed += 1
         report.errors.append(err)
         self.stores.ledger.add_job_error(report.job_id, err.path, err.code, err.message)
@@ -520,8 +480,24 @@ class Ingestor:
             err.message,
             extra={"path": err.path, "code": err.code, "error": err.message},
         )
-        if listener:
-            listener.on_file_done(err.path, 0, False)
+        self._save(report)
+        progress.file_done(err.path, 0, False)
+
+    def _unchanged(self, report: JobReport, item: Unchanged, progress: _Progress) -> None:
+        known = item.known
+        chunks = 0
+        if known.job_id is not None and known.job_id == report.job_id:
+            # written by an earlier, crashed attempt of this very job: the job added it
+            chunks = self.stores.ledger.chunk_count(ids.document_id(report.collection, item.source_uri))
+            if known.version > 1:
+                report.documents_updated += 1
+            else:
+                report.documents_added += 1
+            report.chunks_added += chunks
+        else:
+            report.documents_unchanged += 1
+        self._save(report)
+        progress.file_done(item.path, chunks, True)
 
     def _run(
         self,
@@ -529,85 +505,46 @@ class Ingestor:
         files: list[Path],
         collection: str,
         report: JobReport,
-        listener: ProgressListener | None,
+        progress: _Progress,
         should_stop: Callable[[], bool] | None,
         names: Mapping[str, str] | None = None,
     ) -> None:
-        # the executor prepares (and maybe embeds) batches in file order; this thread writes them
-        batches = runner.batches(self, files, collection, should_stop)
+        # the executor prepares (and maybe embeds) files in order; this thread batches and writes them
+        items = runner.items(self, self.preparer, files, collection, self.batch_chunks, should_stop)
+        batch: list[Prepared] = []
+        size = 0
         try:
-            for batch in batches:
-                self._write_batch(batch, report, listener, names or {})
-                self.stores.ledger.update_job(report.job_id, **report.counts())
+            for item in items:
+                if isinstance(item, FileError):
+                    self._fail(report, item, progress)
+                elif isinstance(item, Unchanged):
+                    self._unchanged(report, item, progress)
+                else:
+                    progress.stage(StageProgress(PARSING, item.path))
+                    batch.append(item)
+                    size += len(item.chunks)
+                    if size >= self.batch_chunks:
+                        self._write_batch(batch, report, progress, names)
+                        batch, size = [], 0
+            if batch:
+                self._write_batch(batch, report, progress, names)
         finally:
-            close = getattr(batches, "close", None)  # a generator stops its workers on close
+            close = getattr(items, "close", None)  # a generator stops its workers on close
             if close is not None:
                 close()
 
-    def _prepare(self, path: Path, collection: str) -> Item:
-        """Read, parse, chunk and extract one file; returns the source uri when it is unchanged."""
-        row = self.stores.ledger.find_document(collection, str(path.resolve()))
-        return self.preparer.prepare(path, collection, KnownDocument.of(row))
-
     def _write_batch(
         self,
-        batch: Sequence[Item],
+        batch: Sequence[Prepared],
         report: JobReport,
-        listener: ProgressListener | None,
+        progress: _Progress,
         names: Mapping[str, str] | None = None,
     ) -> None:
         """Write prepared documents; `names` maps a source uri to the root-relative path readers are shown."""
-        names = names or {}
-        ledger = self.stores.ledger
-        prepared = [item for item in batch if isinstance(item, _Prepared)]
-        for item in batch:
-            if isinstance(item, FileError):
-                self._fail(report, item, listener)
-            elif isinstance(item, str):
-                report.documents_unchanged += 1
-                if listener:
-                    listener.on_file_done(item, 0, True)
-        if not prepared:
-            return
-        # embed first: a crash while embedding leaves the stores untouched
-        if all(p.vectors is not None for p in prepared):
-            vectors = np.concatenate([p.vectors for p in prepared if p.vectors is not None])
-        else:
-            texts = [self.embedding_text(_title_of(p), c.text) for p in prepared for c in p.chunks]
-            vectors = self.embedder.embed(texts)
-        writes = []
-        for p in prepared:
-            meta = dict(p.parsed.metadata)
-            meta["_kag_fingerprint"] = self.fingerprint
-            if p.parsed.pages:
-                meta["pages"] = len(p.parsed.pages)
-            writes.append(
-                ledger.write_document(
-                    collection=report.collection,
-                    source_uri=p.source_uri,
-                    sha256=p.sha256,
-                    mime_type=p.parsed.mime_type,
-                    title=_title_of(p),
-                    text=p.parsed.text,
-                    size_bytes=p.size,
-                    metadata=meta,
-                    chunks=p.chunks,
-                    graph=p.graph,
-                    pages=p.parsed.pages,
-                    source_path=names.get(p.source_uri, Path(p.path).name),
-                )
-            )
-        updated = [w.document_id for w, p in zip(writes, prepared, strict=True) if p.is_update]
-        if updated:
-            self.stores.vectors.delete_documents(updated)
-            self.stores.fulltext.delete_documents(updated)
-        all_chunks = [c for w in writes for c in w.chunks]
-        self.stores.vectors.upsert(all_chunks, vectors)
-        self.stores.fulltext.add(all_chunks)
-        self.stores.fulltext.commit()
-        self.stores.vectors.flush()
-        ledger.mark_indexed([w.document_id for w in writes])
-        for w, p in zip(writes, prepared, strict=True):
+        writes = self.index_stage.write(
+            batch, report.collection, report.job_id, on_stage=progress.stage, names=names or {}
+        )
+        for w, p in zip(writes, batch, strict=True):
             if p.is_update:
                 report.documents_updated += 1
             else:
@@ -617,9 +554,10 @@ class Ingestor:
             for part in p.parsed.metadata.get("attachment_errors", ()):
                 err = FileError(f"{p.path}#{part['attachment']}", part["code"], part["message"])
                 report.errors.append(err)
-                ledger.add_job_error(report.job_id, err.path, err.code, err.message)
-            if listener:
-                listener.on_file_done(p.path, len(w.chunks), True)
+                self.stores.ledger.add_job_error(report.job_id, err.path, err.code, err.message)
+        self._save(report)
+        for w, p in zip(writes, batch, strict=True):
+            progress.file_done(p.path, len(w.chunks), True)
 
     def _sync(self, roots: Sequence[str | Path], present: list[Path], collection: str) -> int:
         """Delete documents whose source file under the given roots no longer exists."""

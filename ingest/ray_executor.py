@@ -5,16 +5,17 @@ nested record (parsed text, chunks, graph), not a table row; Ray Data would conv
 and back and pull in pandas/pyarrow, and its ordering and per-row error semantics would need
 configuring to match the in-process path. With tasks the driver keeps exactly the in-process
 semantics: results come back in file order, per-file errors are values, and the driver writes
-every batch through `Ingestor._write_batch`.
+every batch through the same index stage (`ingest.stages.embed`).
 
 Data flow per job (the driver is the `kag ingest` process, or an API job runner):
 
     driver: discover files -> look up their ledger state in windows of files
-    cluster: prepare_file task per file (read, sha256, parse, chunk, spaCy graph); unchanged
-             files return at once without parsing
+    cluster: prepare_file task per file (read, sha256, parse, chunk); unchanged files return at
+             once without parsing
     driver: collect results in file order -> batches of ~KAG_INDEX_BATCH_SIZE chunks
     cluster: EmbedActor.embed(texts) on an actor pool (one GPU each when the cluster has GPUs)
     driver: write the batch (ledger rows, Qdrant, lexical index, mark indexed)
+    driver: stage 2 (graph extraction) over the indexed documents, `ingest.stages.graph`
 
 Fault tolerance: a task whose worker dies is re-run by Ray (`max_retries`); an embedding actor
 that dies is restarted and its call re-run (`max_restarts`, `max_task_retries`). Workers write
@@ -35,11 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ingest.protocols import FileError, FilePreparer, Item, JobSource, KnownDocument, Prepared, embedding_text, title_of
 from kag.errors import ConfigurationError, ExecutorError, KagError, MissingDependencyError
 
 if TYPE_CHECKING:
-    from ingest.executors import PrepareSpec
-    from ingest.pipeline import Ingestor, Item, KnownDocument, Preparer
+    from ingest.spec import PrepareSpec
+    from ingest.stages.prepare import Preparer
 
 log = logging.getLogger("kag.ingest.ray")
 
@@ -99,7 +101,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 class RayExecutor:
-    """Fans parsing, chunking, graph extraction and embedding out over a Ray cluster."""
+    """Fans parsing, chunking and embedding out over a Ray cluster."""
 
     name = "ray"
 
@@ -197,21 +199,22 @@ class RayExecutor:
 
     # -- one job ---------------------------------------------------------------------------
 
-    def batches(
+    def items(
         self,
-        ingestor: Ingestor,
+        source: JobSource,
+        preparer: FilePreparer,
         files: Sequence[Path],
         collection: str,
+        batch_chunks: int,
         should_stop: Callable[[], bool] | None,
-    ) -> Iterator[list[Item]]:
-        from ingest.pipeline import KnownDocument, _Prepared, _title_of, embedding_text
-
+    ) -> Iterator[Item]:
+        """Items in file order, each batch's embedded by an actor; `preparer` is not used: workers
+        build their own from the spec."""
         ray = self.connect()
         actors = self._embedders()
         prepare = ray.remote(prepare_file).options(num_cpus=1, max_retries=self.task_retries)
         spec_ref = ray.put(self.spec)
         window = self.max_in_flight_per_cpu * self.cluster_cpus()
-        ledger = ingestor.stores.ledger
 
         pending: collections.deque[tuple[Path, Any]] = collections.deque()
         embedding: collections.deque[tuple[list[Item], Any]] = collections.deque()
@@ -230,18 +233,17 @@ class RayExecutor:
             paths = list(itertools.islice(next_files, room))
             if not paths:
                 return
-            known = ledger.document_states(collection, [str(p.resolve()) for p in paths])
+            known = source.known_documents(collection, paths)
             for path in paths:
-                state = known.get(str(path.resolve()))
-                doc = KnownDocument(*state) if state is not None else None
+                doc = known.get(str(path.resolve()))
                 pending.append((path, prepare.remote(spec_ref, str(path), collection, doc)))
 
         def send_batch() -> None:
             nonlocal batch, size
             texts = [
-                embedding_text(_title_of(item), c.text, self.spec.embed_title)
+                embedding_text(title_of(item), c.text, self.spec.embed_title)
                 for item in batch
-                if isinstance(item, _Prepared)
+                if isinstance(item, Prepared)
                 for c in item.chunks
             ]
             ref = actors[next(turn)].embed.remote(texts) if texts else None
@@ -256,7 +258,7 @@ class RayExecutor:
             out: list[Item] = []
             offset = 0
             for item in items:
-                if isinstance(item, _Prepared):
+                if isinstance(item, Prepared):
                     n = len(item.chunks)
                     item = replace(item, vectors=vectors[offset : offset + n])
                     offset += n
@@ -270,25 +272,23 @@ class RayExecutor:
                 item = self._prepared(path, ref)
                 submit_more()
                 batch.append(item)
-                if isinstance(item, _Prepared):
+                if isinstance(item, Prepared):
                     size += len(item.chunks)
-                if size >= ingestor.batch_chunks:
+                if size >= batch_chunks:
                     send_batch()
                     # one batch per actor in flight, one more queued: the GPUs stay busy while we write
                     if len(embedding) > len(actors):
-                        yield receive_batch()
+                        yield from receive_batch()
             if batch:
                 send_batch()
             while embedding:
-                yield receive_batch()
+                yield from receive_batch()
         finally:
             for _path, ref in pending:
                 ray.cancel(ref)
 
     def _prepared(self, path: Path, ref: Any) -> Item:
         """One file's result; a file whose worker died on every attempt is a per-file error."""
-        from ingest.pipeline import FileError
-
         ray = self._ray
         try:
             return ray.get(ref)  # type: ignore[no-any-return]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from kag.ledger.models import DocumentStatus
+from kag.ledger.models import DocumentStatus, GraphStatus
+from kag.ledger.store import DEFAULT_STALE_SECONDS
 from kag.records import IndexedChunk
 from kag.stores.bundle import Stores
 from kag.stores.graph import embed_entity_names
@@ -30,6 +31,10 @@ class CollectionHealth:
     relations: int = 0
     graph_nodes: int = 0
     graph_edges: int = 0
+    #: documents per stage-2 state: not drift, but what `kag graph build` has left to do
+    graph_pending: int = 0
+    graph_done: int = 0
+    graph_failed: int = 0
 
     @property
     def consistent(self) -> bool:
@@ -57,6 +62,9 @@ class CollectionHealth:
             "relations": self.relations,
             "graph_nodes": self.graph_nodes,
             "graph_edges": self.graph_edges,
+            "graph_pending": self.graph_pending,
+            "graph_done": self.graph_done,
+            "graph_failed": self.graph_failed,
         }
 
 
@@ -68,6 +76,8 @@ class HealthReport:
     documents_indexing: int
     documents_deleting: int
     unknown_collections: dict[str, int]  # index entries whose collection the ledger doesn't know
+    #: jobs left `running` by an owner that is gone (a killed `kag ingest`): `--repair` interrupts them
+    stale_jobs: list[StaleJob] = field(default_factory=list)
 
     @property
     def consistent(self) -> bool:
@@ -76,7 +86,16 @@ class HealthReport:
             and self.documents_indexing == 0
             and self.documents_deleting == 0
             and not self.unknown_collections
+            and not self.stale_jobs
         )
+
+    @property
+    def graph_pending(self) -> int:
+        return sum(c.graph_pending for c in self.collections)
+
+    @property
+    def graph_failed(self) -> int:
+        return sum(c.graph_failed for c in self.collections)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -84,12 +103,33 @@ class HealthReport:
             "documents_indexing": self.documents_indexing,
             "documents_deleting": self.documents_deleting,
             "unknown_collections": self.unknown_collections,
+            "graph_pending": self.graph_pending,
+            "graph_failed": self.graph_failed,
+            "stale_jobs": [j.to_dict() for j in self.stale_jobs],
             "collections": [c.to_dict() for c in self.collections],
         }
 
 
-def check(stores: Stores) -> HealthReport:
-    """Compare ledger, Qdrant, Tantivy and graph by counts and ids."""
+@dataclass(frozen=True, slots=True)
+class StaleJob:
+    """A `running` job whose owner process is gone."""
+
+    job_id: str
+    collection: str
+    owner: str
+    heartbeat_at: str | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "job_id": self.job_id,
+            "collection": self.collection,
+            "owner": self.owner,
+            "heartbeat_at": self.heartbeat_at,
+        }
+
+
+def check(stores: Stores, stale_job_seconds: float = DEFAULT_STALE_SECONDS) -> HealthReport:
+    """Compare ledger, Qdrant, Tantivy and graph by counts and ids; find stale jobs."""
     from kag.stores.graph import load_graph
 
     ledger = stores.ledger
@@ -105,6 +145,7 @@ def check(stores: Stores) -> HealthReport:
         ft = stores.fulltext.chunk_ids(name)
         entities, relations = ledger.graph_counts(name)
         graph = load_graph(ledger, name)
+        stage2 = ledger.graph_status_counts(name)
         results.append(
             CollectionHealth(
                 collection=name,
@@ -119,6 +160,9 @@ def check(stores: Stores) -> HealthReport:
                 relations=relations,
                 graph_nodes=graph.number_of_nodes(),
                 graph_edges=graph.number_of_edges(),
+                graph_pending=stage2[GraphStatus.PENDING],
+                graph_done=stage2[GraphStatus.DONE],
+                graph_failed=stage2[GraphStatus.FAILED],
             )
         )
     unknown = {}
@@ -133,6 +177,15 @@ def check(stores: Stores) -> HealthReport:
         documents_indexing=len(ledger.documents(status=DocumentStatus.INDEXING)),
         documents_deleting=len(ledger.documents(status=DocumentStatus.DELETING)),
         unknown_collections=unknown,
+        stale_jobs=[
+            StaleJob(
+                j.id,
+                j.collection,
+                f"{j.owner_host or '?'}:{j.owner_pid if j.owner_pid is not None else '?'}",
+                j.heartbeat_at.isoformat() if j.heartbeat_at is not None else None,
+            )
+            for j in ledger.stale_jobs(stale_job_seconds)
+        ],
     )
 
 
@@ -140,7 +193,7 @@ def repair(ingestor: Ingestor) -> HealthReport:
     """Finish interrupted work, drop index entries the ledger doesn't know, add the missing ones."""
     stores = ingestor.stores
     ingestor.repair()
-    report = check(stores)
+    report = check(stores, ingestor.stale_job_seconds)
     known = stores.ledger.chunk_ids()
     orphans_vec = sorted(stores.vectors.chunk_ids() - known)
     orphans_ft = sorted(stores.fulltext.chunk_ids() - known)
@@ -158,7 +211,7 @@ def repair(ingestor: Ingestor) -> HealthReport:
         ingestor.reindex_document(doc_id)
     stores.fulltext.commit()
     stores.vectors.flush()
-    return check(stores)
+    return check(stores, ingestor.stale_job_seconds)
 
 
 def reindex(ingestor: Ingestor, batch_chunks: int = 256) -> int:

@@ -284,8 +284,20 @@ class Settings(BaseSettings):
     # --- scale-out: executors, shared lexical index, graph cache ---------------------------
     ingest_executor: Literal["local", "ray"] = Field(
         "local",
-        description="Where ingestion runs: `local` (this process) or `ray` (parse, chunk, extract and embed "
-        "fan out over a Ray cluster; this process writes the stores).",
+        description="Where ingestion runs: `local` (this process) or `ray` (parse, chunk and embed "
+        "fan out over a Ray cluster; this process writes the stores and extracts the graph).",
+    )
+    ingest_graph: Literal["now", "later"] = Field(
+        "now",
+        description="When `kag ingest` runs stage 2 (graph extraction): `now`, after stage 1 in the same run, or "
+        "`later`, by `kag graph build`. Documents are searchable (dense and lexical) after stage 1 either way; "
+        "the API server always runs stage 2 in the background.",
+    )
+    job_stale_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A `running` ingestion job of another host with no progress saved for this long is stale "
+        "(`kag doctor` shows it, the next job marks it interrupted); on this host a dead owner pid decides.",
     )
     ray_address: str | None = Field(
         None,

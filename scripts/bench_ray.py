@@ -65,7 +65,7 @@ def ingest(workdir: Path, corpus: Path, embedder: Any, preparer: Any, executor: 
             embedder,
             preparer.chunker,
             preparer.registry,
-            extractor=preparer.extractor,
+            extractor=SPEC.build_extractor(),
             max_file_bytes=SPEC.max_file_bytes,
             batch_chunks=256,
             fingerprint=SPEC.fingerprint,

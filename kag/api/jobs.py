@@ -72,8 +72,11 @@ class IngestWorker:
         on_file: Callable[[int, bool], None] = lambda chunks, ok: None,
         on_depth: Callable[[int], None] = lambda depth: None,
         on_finished: Callable[[str], None] = lambda collection: None,
+        on_indexed: Callable[[str], None] | None = None,
     ) -> None:
         self.runtime = runtime
+        #: called with the collection once a job's stage 1 is done: stage 2 runs there (None: in the job)
+        self._on_indexed = on_indexed
         self.uploads_dir = uploads_dir
         self.queue_size = queue_size
         self._on_file = on_file
@@ -210,10 +213,81 @@ class IngestWorker:
             job_id=job_id,
             should_stop=self._stop.is_set,
             listener=_Listener(progress, self._on_file),
+            graph="later" if self._on_indexed is not None else "now",
         )
+        if self._on_indexed is not None:
+            self._on_indexed(collection)
         if report.status != JobStatus.INTERRUPTED:
             shutil.rmtree(staging, ignore_errors=True)
         log.info("upload job finished", extra={"job_id": job_id, "status": report.status})
+
+
+class GraphWorker:
+    """One background thread that runs stage 2 (the graph) of collections whose stage 1 finished."""
+
+    def __init__(self, runtime: Runtime, *, on_finished: Callable[[str], None] = lambda collection: None) -> None:
+        self.runtime = runtime
+        self._on_finished = on_finished
+        self._wanted: dict[str, None] = {}  # collections to build, in request order
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.running: str | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="kag-graph-worker", daemon=True)
+        self._thread.start()
+
+    def request(self, collection: str) -> None:
+        """Build the collection's pending graph soon (a collection asked for twice is built once)."""
+        with self._cond:
+            self._wanted[collection] = None
+            self._cond.notify()
+
+    def resume(self) -> list[str]:
+        """Ask for every collection with documents still `pending` (a server stopped mid-way)."""
+        ledger = self.runtime.stores.ledger
+        names = [c for c in ledger.collections() if ledger.graph_pending(c)]
+        for name in names:
+            self.request(name)
+        return names
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._wanted and self.running is None
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Stop after the document being extracted; True if the thread ended."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _next(self) -> str | None:
+        with self._cond:
+            while not self._wanted and not self._stop.is_set():
+                self._cond.wait()
+            if self._stop.is_set():
+                return None
+            collection = next(iter(self._wanted))
+            del self._wanted[collection]
+            self.running = collection
+            return collection
+
+    def _loop(self) -> None:
+        while (collection := self._next()) is not None:
+            try:
+                report = self.runtime.ingestor.build_graph(collection, should_stop=self._stop.is_set)
+                log.info("graph built", extra=report.to_dict())
+            except Exception:
+                log.exception("graph build failed", extra={"collection": collection})
+            finally:
+                with self._cond:
+                    self.running = None
+                self._on_finished(collection)
 
 
 def _iso(value: Any) -> str | None:
@@ -222,8 +296,12 @@ def _iso(value: Any) -> str | None:
     return str((value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat())
 
 
-def job_view(row: Any, errors: list[Any], worker: IngestWorker | None) -> dict[str, Any]:
-    """A job as the API shows it: counts, progress, per-file errors with upload-relative names."""
+def job_view(
+    row: Any, errors: list[Any], worker: IngestWorker | None, graph: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """A job as the API shows it: counts, progress, stage-2 counts of its documents (`graph`, from
+    `Ledger.graph_counts_by_job`), per-file errors with upload-relative names."""
+    graph = graph or {"pending": 0, "done": 0, "failed": 0}
     params = row.params or {}
     live = worker.progress(row.id) if worker is not None and row.status == JobStatus.RUNNING else None
     files_total = max(row.files_total, live.files_total if live else 0) or len(params.get("files", []))
@@ -248,6 +326,10 @@ def job_view(row: Any, errors: list[Any], worker: IngestWorker | None) -> dict[s
         "documents_unchanged": row.documents_unchanged,
         "documents_failed": row.documents_failed,
         "chunks_added": max(row.chunks_added, live.chunks if live else 0),
+        "stage": _stage(row.status, graph),
+        "graph_pending": graph["pending"],
+        "graph_done": graph["done"],
+        "graph_failed": graph["failed"],
         "started_at": _iso(row.started_at),
         "finished_at": _iso(row.finished_at),
         "error": row.error,
@@ -255,3 +337,12 @@ def job_view(row: Any, errors: list[Any], worker: IngestWorker | None) -> dict[s
             {"file": shown(e.path), "code": e.code, "message": e.message.replace(prefix or "\0", "")} for e in errors
         ],
     }
+
+
+def _stage(status: str, graph: dict[str, int]) -> str:
+    """Where a job is: `queued`, `indexing` (stage 1), `graph` (stage 2 of its documents), or `done`."""
+    if status == JobStatus.QUEUED:
+        return "queued"
+    if status == JobStatus.RUNNING:
+        return "indexing"
+    return "graph" if graph["pending"] else "done"

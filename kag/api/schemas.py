@@ -145,6 +145,10 @@ class JobInfo(BaseModel):
     documents_unchanged: int
     documents_failed: int
     chunks_added: int
+    stage: str = Field(description="queued, indexing (stage 1), graph (stage 2 of its documents runs) or done")
+    graph_pending: int = Field(description="Documents of the job whose graph (stage 2) is still to be extracted.")
+    graph_done: int = Field(description="Documents of the job whose graph is extracted.")
+    graph_failed: int = Field(description="Documents of the job whose graph extraction failed.")
     started_at: str | None
     finished_at: str | None
     error: str | None

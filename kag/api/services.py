@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kag.api.batching import MicroBatcher
-from kag.api.jobs import IngestWorker
+from kag.api.jobs import GraphWorker, IngestWorker
 from kag.api.limits import GenerationGate, RateLimiter
 from kag.api.metrics import Metrics
 from kag.audit import AuditLog
@@ -40,6 +40,7 @@ class Services:
     gate: GenerationGate = field(init=False)
     batcher: MicroBatcher = field(init=False)
     worker: IngestWorker = field(init=False)
+    graph_worker: GraphWorker = field(init=False)
     _touched: dict[str, float] = field(default_factory=dict)
     _retrievers: dict[str, Retriever] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -78,6 +79,8 @@ class Services:
             max_wait_s=s.api_embed_batch_wait_ms / 1000,
             on_batch=lambda requests, texts: m.embed_batches.observe(texts),
         )
+        # stage 2 (the graph) of uploads runs on its own thread, after each job's stage 1
+        self.graph_worker = GraphWorker(rt, on_finished=self._on_collection_written)
         self.worker = IngestWorker(
             rt,
             self.uploads_dir,
@@ -85,7 +88,10 @@ class Services:
             on_file=self._on_file,
             on_depth=m.ingest_queue.set,
             on_finished=self._on_collection_written,
+            on_indexed=self.graph_worker.request if s.graph_enabled else None,
         )
+        self.graph_worker.resume()
+        self.graph_worker.start()
         self.worker.resume()
         self.worker.start()
         self.ready = True
@@ -95,6 +101,8 @@ class Services:
         self.ready = False
         if hasattr(self, "worker") and not self.worker.stop(timeout=self.settings.api_shutdown_timeout_s):
             log.warning("the ingestion worker did not stop in time; its job will be resumed at the next start")
+        if hasattr(self, "graph_worker") and not self.graph_worker.stop(timeout=self.settings.api_shutdown_timeout_s):
+            log.warning("the graph worker did not stop in time; pending documents are built at the next start")
         if hasattr(self, "batcher"):
             self.batcher.close()
         if self.tracer_provider is not None:

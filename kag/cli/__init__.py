@@ -43,6 +43,11 @@ class Executor(StrEnum):
     ray = "ray"
 
 
+class GraphMode(StrEnum):
+    now = "now"
+    later = "later"
+
+
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
 DocumentFilter = Annotated[
     list[str] | None, typer.Option("--document", help="Only this document id; repeat for several.")
@@ -83,16 +88,24 @@ def ingest(
             help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: KAG_RAY_ADDRESS; unset: a local Ray)."
         ),
     ] = None,
+    graph: Annotated[
+        GraphMode | None,
+        typer.Option(
+            help="Stage 2 (the knowledge graph): now, in this run, or later, with `kag graph build` "
+            "(default: KAG_INGEST_GRAPH). Documents are searchable after stage 1 either way."
+        ),
+    ] = None,
 ) -> None:
-    """Ingest files into a collection: parse, chunk, extract the graph, embed and index."""
+    """Ingest files into a collection: parse, chunk, embed and index (searchable), then extract the graph."""
     from kag.cli.progress import IngestProgress
 
     rt = _runtime()
     overrides = {"ingest_executor": executor.value if executor else None, "ray_address": ray_address}
     rt.settings = rt.settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    mode = graph.value if graph else rt.settings.ingest_graph
     try:
         with IngestProgress(err, enabled=not as_json and err.is_terminal) as progress:
-            report = rt.ingestor.ingest(paths, collection, sync=sync, listener=progress)
+            report = rt.ingestor.ingest(paths, collection, sync=sync, listener=progress, graph=mode)
     finally:
         rt.close()
     if as_json:
@@ -103,6 +116,11 @@ def ingest(
             f"{report.documents_unchanged} unchanged, {report.documents_failed} failed, "
             f"{report.documents_deleted} deleted; {report.chunks_added} chunks in {report.seconds:.1f}s"
         )
+        if report.graph is not None:
+            g = report.graph
+            out.print(f"graph: {g.documents_done} documents done, {g.documents_failed} failed")
+        elif mode == "later" and rt.settings.graph_enabled:
+            out.print("graph: pending; build it with `kag graph build -c " + collection + "`")
         for e in report.errors:
             err.print(
                 f"  [red]failed[/] {escape(e.path)}: {escape(f'[{e.code}] {e.message}')}",
@@ -375,6 +393,17 @@ def doctor(
             )
         if report.unknown_collections:
             out.print(f"[red]index entries of unknown collections: {report.unknown_collections}[/]")
+        for job in report.stale_jobs:
+            out.print(
+                f"[red]job {job.job_id} ({job.collection}) is left running by {escape(job.owner)}, which is gone; "
+                f"last progress {job.heartbeat_at or 'never'}[/] (kag doctor --repair marks it interrupted)",
+                highlight=False,
+            )
+        if report.graph_pending or report.graph_failed:
+            out.print(
+                f"graph: {report.graph_pending} documents pending, {report.graph_failed} failed "
+                "(kag graph build; failures: kag documents)"
+            )
         out.print("consistent" if report.consistent else "[red]drift found[/] (run kag doctor --repair)")
     if not report.consistent:
         raise typer.Exit(1)
@@ -426,7 +455,7 @@ def documents(
     collection: Annotated[str | None, typer.Option("--collection", "-c")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List documents: id, title, version, status, source."""
+    """List documents: id, title, version, status, graph status (and why it failed), source."""
     rt = _runtime()
     try:
         rows = rt.stores.ledger.documents(collection=collection)
@@ -442,15 +471,22 @@ def documents(
             "status": r.status,
             "mime_type": r.mime_type,
             "source_uri": r.shown_source_uri(absolute),
+            "graph_status": r.graph_status,
+            "graph_error": r.graph_error,
         }
         for r in rows
     ]
     if as_json:
         _print_json(data)
         return
-    table = Table("id", "collection", "title", "v", "status", "source")
+    table = Table("id", "collection", "title", "v", "status", "graph", "source")
     for d in data:
-        table.add_row(*(str(d[k]) for k in ("id", "collection", "title", "version", "status", "source_uri")))
+        graph = str(d["graph_status"] or "-") + (f": {d['graph_error']}" if d["graph_error"] else "")
+        table.add_row(
+            *(escape(str(d[k])) for k in ("id", "collection", "title", "version", "status")),
+            escape(graph),
+            escape(str(d["source_uri"])),
+        )
     out.print(table)
 
 
@@ -465,17 +501,23 @@ def jobs(
     try:
         ledger = rt.stores.ledger
         if job_id is None:
-            data: Any = [_job_dict(j) for j in ledger.jobs()]
+            rows = ledger.jobs()
+            graphs = ledger.graph_counts_by_job([j.id for j in rows])
+            data: Any = [_job_dict(j) | {"graph": graphs[j.id]} for j in rows]
         else:
             job, errors = ledger.get_job(job_id)
-            data = _job_dict(job) | {"errors": [{"path": e.path, "code": e.code, "message": e.message} for e in errors]}
+            data = _job_dict(job) | {
+                "graph": ledger.graph_counts_by_job([job.id])[job.id],
+                "errors": [{"path": e.path, "code": e.code, "message": e.message} for e in errors],
+            }
     finally:
         rt.close()
     if as_json or job_id is not None:
         _print_json(data)
         return
-    table = Table("id", "collection", "status", "added", "updated", "unchanged", "failed", "chunks", "started")
+    table = Table("id", "collection", "status", "added", "updated", "unchanged", "failed", "chunks", "graph", "started")
     for j in data:
+        g = j["graph"]
         table.add_row(
             *(
                 str(j[k])
@@ -488,9 +530,10 @@ def jobs(
                     "documents_unchanged",
                     "documents_failed",
                     "chunks_added",
-                    "started_at",
                 )
-            )
+            ),
+            f"{g['done']} done, {g['pending']} pending, {g['failed']} failed",
+            str(j["started_at"]),
         )
     out.print(table)
 
@@ -541,6 +584,7 @@ def settings_markdown(rows: list[tuple[str, str, str]] | None = None) -> str:
 
 from kag.cli.audit import audit_app  # noqa: E402 - sub-apps register after the commands above
 from kag.cli.eval import register as _register_eval  # noqa: E402
+from kag.cli.graph import graph_app  # noqa: E402
 from kag.cli.keys import keys_app  # noqa: E402
 from kag.cli.models import models_app  # noqa: E402
 from kag.cli.serve import serve  # noqa: E402
@@ -549,6 +593,7 @@ app.add_typer(audit_app, name="audit")
 app.command()(serve)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
+app.add_typer(graph_app, name="graph")
 _register_eval(app)
 
 

@@ -113,6 +113,7 @@ class Runtime:
             fingerprint=self.fingerprint,
             executor=self.executor,
             embed_title=s.embed_title,
+            stale_job_seconds=s.job_stale_seconds,
         )
 
     @cached_property

@@ -38,6 +38,14 @@ class DocumentStatus:
     DELETING = "deleting"
 
 
+class GraphStatus:
+    """A document's stage-2 (knowledge graph) state; NULL when graph extraction is off."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class JobStatus:
     QUEUED = "queued"
     RUNNING = "running"
@@ -59,6 +67,7 @@ class DocumentRow(Base):
     __table_args__ = (
         UniqueConstraint("collection", "source_uri", name="uq_documents_collection_source"),
         Index("ix_documents_status", "status"),
+        Index("ix_documents_collection_graph_status", "collection", "graph_status"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -74,6 +83,11 @@ class DocumentRow(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: stage 2: `pending` until the graph of this version is written, then `done` (or `failed`)
+    graph_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    graph_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the ingestion job that wrote this version: a resumed job counts what its crashed attempt wrote
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     #: [[page, start, end], ...]: `text[start:end]` is that page's text; NULL when the document has no
     #: pages (or was ingested before pages were kept: its citations then use the chunk's page)
     page_spans: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
@@ -174,6 +188,10 @@ class IngestJobRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: who runs the job, and when it last saved progress: a `running` job whose owner died is stale
+    owner_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    owner_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class JobErrorRow(Base):

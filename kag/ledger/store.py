@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import Engine, Table, bindparam, case, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
@@ -22,6 +24,7 @@ from kag.ledger.models import (
     DocumentRow,
     DocumentStatus,
     EntityRow,
+    GraphStatus,
     IngestJobRow,
     JobErrorRow,
     JobStatus,
@@ -30,6 +33,9 @@ from kag.ledger.models import (
     utcnow,
 )
 from kag.records import ChunkDraft, GraphExtraction, IndexedChunk, PageSpan
+
+#: a `running` job whose owner's heartbeat is older than this, on another host, is stale by default
+DEFAULT_STALE_SECONDS = 600.0
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -41,6 +47,31 @@ class DocumentWrite:
     document_id: str
     version: int
     chunks: tuple[IndexedChunk, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingGraph:
+    """A document version waiting for stage 2 (graph extraction)."""
+
+    document_id: str
+    version: int
+    source_uri: str
+
+
+def _this_host() -> str:
+    return socket.gethostname()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _enable_sqlite_fks(dbapi_connection: Any, _record: Any) -> None:
@@ -132,20 +163,29 @@ class Ledger:
                 select(DocumentRow).where(DocumentRow.collection == collection, DocumentRow.source_uri == source_uri)
             )
 
-    def document_states(self, collection: str, source_uris: Sequence[str]) -> dict[str, tuple[str, str, str | None]]:
-        """source uri -> (sha256, status, ingestion fingerprint): what ingestion needs to skip an unchanged
-        file, for many files in one query and without loading document text."""
-        found: dict[str, tuple[str, str, str | None]] = {}
+    def document_states(
+        self, collection: str, source_uris: Sequence[str]
+    ) -> dict[str, tuple[str, str, str | None, str | None, int]]:
+        """source uri -> (sha256, status, ingestion fingerprint, writing job id, version): what ingestion
+        needs to skip an unchanged file, for many files in one query and without loading document text."""
+        found: dict[str, tuple[str, str, str | None, str | None, int]] = {}
         uris = list(dict.fromkeys(source_uris))
         with self.session() as s:
             for start in range(0, len(uris), 1000):
                 rows = s.execute(
-                    select(DocumentRow.source_uri, DocumentRow.sha256, DocumentRow.status, DocumentRow.meta).where(
+                    select(
+                        DocumentRow.source_uri,
+                        DocumentRow.sha256,
+                        DocumentRow.status,
+                        DocumentRow.meta,
+                        DocumentRow.job_id,
+                        DocumentRow.version,
+                    ).where(
                         DocumentRow.collection == collection, DocumentRow.source_uri.in_(uris[start : start + 1000])
                     )
                 ).all()
-                for uri, sha, status, meta in rows:
-                    found[uri] = (sha, status, (meta or {}).get("_kag_fingerprint"))
+                for uri, sha, status, meta, job_id, version in rows:
+                    found[uri] = (sha, status, (meta or {}).get("_kag_fingerprint"), job_id, version)
         return found
 
     def get_document(self, document_id: str) -> DocumentRow:
@@ -214,12 +254,16 @@ class Ledger:
         size_bytes: int,
         metadata: dict[str, Any],
         chunks: Sequence[ChunkDraft],
-        graph: GraphExtraction,
+        graph: GraphExtraction | None = None,
+        graph_pending: bool = False,
+        job_id: str | None = None,
         pages: Sequence[PageSpan] = (),
         source_path: str | None = None,
     ) -> DocumentWrite:
-        """Write a new version of a document, its chunks and its graph in one transaction, status `indexing`.
+        """Write a new version of a document and its chunks in one transaction, status `indexing`.
 
+        With `graph` its graph goes in the same transaction (graph status `done`); without, the
+        version waits for stage 2 (`pending`) when `graph_pending`, else has no graph (NULL).
         `pages` are the document's page spans; `source_path` is what readers are shown of `source_uri`.
         Graph offsets arrive relative to their chunk's text and are stored relative to the document's."""
         doc_id = ids.document_id(collection, source_uri)
@@ -238,6 +282,11 @@ class Ledger:
             row.status, row.updated_at = DocumentStatus.INDEXING, utcnow()
             row.page_spans = [[p.number, p.start, p.end] for p in sorted(pages, key=lambda p: p.start)] or None
             row.source_path = source_path
+            row.graph_error, row.job_id = None, job_id
+            if graph is not None:
+                row.graph_status = GraphStatus.DONE
+            else:
+                row.graph_status = GraphStatus.PENDING if graph_pending else None
             s.flush()
 
             chunk_ids = [ids.chunk_id(collection, doc_id, version, c.ordinal, c.text) for c in chunks]
@@ -257,7 +306,9 @@ class Ledger:
                 for cid, c in zip(chunk_ids, chunks, strict=True)
             )
             s.flush()
-            written = self._write_graph(s, collection, doc_id, chunk_ids, [c.char_start for c in chunks], graph)
+            written = self._write_graph(
+                s, collection, doc_id, chunk_ids, [c.char_start for c in chunks], graph or GraphExtraction()
+            )
             # entities only the old version mentioned, in the same transaction: a crash leaves none behind
             self._delete_orphan_entities(s, collection, replaced - written)
         indexed = tuple(
@@ -271,8 +322,8 @@ class Ledger:
         s: Session,
         collection: str,
         doc_id: str,
-        chunk_ids: Sequence[str],
-        chunk_starts: Sequence[int],
+        chunk_ids: Sequence[str] | Mapping[int, str],
+        chunk_starts: Sequence[int] | Mapping[int, int],
         graph: GraphExtraction,
     ) -> set[str]:
         """Insert the document's entities (if new), mentions and relations; the ids of the entities it mentions.
@@ -367,6 +418,134 @@ class Ledger:
             s.execute(
                 update(DocumentRow).where(DocumentRow.id.in_(list(document_ids))).values(status=DocumentStatus.INDEXED)
             )
+
+    # --- stage 2: the graph ----------------------------------------------------------------
+    def graph_pending(self, collection: str) -> list[PendingGraph]:
+        """The collection's indexed documents whose graph is still to be extracted, in source order."""
+        with self.session() as s:
+            rows = s.execute(
+                select(DocumentRow.id, DocumentRow.version, DocumentRow.source_uri)
+                .where(
+                    DocumentRow.collection == collection,
+                    DocumentRow.graph_status == GraphStatus.PENDING,
+                    DocumentRow.status == DocumentStatus.INDEXED,
+                )
+                .order_by(DocumentRow.source_uri)
+            ).all()
+        return [PendingGraph(r[0], r[1], r[2]) for r in rows]
+
+    def graph_input(self, document_id: str) -> tuple[int, list[ChunkDraft], dict[int, str]]:
+        """(version, chunks as drafts, ordinal -> chunk id) of a document, read together; version 0 when
+        the document is gone."""
+        with self.session() as s:
+            version = s.scalar(select(DocumentRow.version).where(DocumentRow.id == document_id))
+            rows = list(
+                s.scalars(select(ChunkRow).where(ChunkRow.document_id == document_id).order_by(ChunkRow.ordinal))
+            )
+        drafts = [
+            ChunkDraft(
+                ordinal=r.ordinal,
+                text=r.text,
+                char_start=r.char_start,
+                char_end=r.char_end,
+                token_count=r.token_count,
+                page=r.page,
+                heading_path=tuple(r.heading_path or ()),
+            )
+            for r in rows
+        ]
+        return int(version or 0), drafts, {r.ordinal: r.id for r in rows}
+
+    def _lock_version(self, s: Session, document_id: str, version: int) -> DocumentRow | None:
+        """The document row, locked until the transaction ends, if it is still at `version`."""
+        row = s.scalar(select(DocumentRow).where(DocumentRow.id == document_id).with_for_update())
+        if row is None or row.version != version or row.status == DocumentStatus.DELETING:
+            return None
+        return row
+
+    def write_graph(self, document_id: str, version: int, chunk_ids: Mapping[int, str], graph: GraphExtraction) -> bool:
+        """Write a document version's graph and mark it `done`, in one transaction; False (and nothing
+        written) when the document was rewritten or deleted since `version` was read."""
+        with self.session() as s:
+            row = self._lock_version(s, document_id, version)
+            if row is None:
+                return False
+            # a graph from an earlier run of this version (none, normally: it is written only here)
+            replaced = set(
+                s.scalars(select(MentionRow.entity_id).where(MentionRow.document_id == document_id).distinct())
+            )
+            s.execute(delete(RelationRow).where(RelationRow.document_id == document_id))
+            s.execute(delete(MentionRow).where(MentionRow.document_id == document_id))
+            chunk_rows = select(ChunkRow.ordinal, ChunkRow.char_start).where(ChunkRow.document_id == document_id)
+            starts = {int(o): int(c) for o, c in s.execute(chunk_rows).all()}
+            written = self._write_graph(s, row.collection, document_id, chunk_ids, starts, graph)
+            self._delete_orphan_entities(s, row.collection, replaced - written)
+            row.graph_status, row.graph_error = GraphStatus.DONE, None
+        return True
+
+    def mark_graph_failed(self, document_id: str, version: int, reason: str) -> bool:
+        """Record why a document version's graph could not be extracted; False when it changed meanwhile."""
+        with self.session() as s:
+            row = self._lock_version(s, document_id, version)
+            if row is None:
+                return False
+            row.graph_status, row.graph_error = GraphStatus.FAILED, reason[:2000]
+        return True
+
+    def graph_status_counts(self, collection: str | None = None) -> dict[str, int]:
+        """Documents per graph status (`pending`, `done`, `failed`; `off` for those without a graph)."""
+        query = select(DocumentRow.graph_status, func.count()).group_by(DocumentRow.graph_status)
+        if collection is not None:
+            query = query.where(DocumentRow.collection == collection)
+        with self.session() as s:
+            rows = s.execute(query).all()
+        counts = {GraphStatus.PENDING: 0, GraphStatus.DONE: 0, GraphStatus.FAILED: 0}
+        for status, n in rows:
+            counts[status or "off"] = counts.get(status or "off", 0) + int(n)
+        return counts
+
+    def graph_counts_by_job(self, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """job id -> documents it wrote per graph status: the stage-2 progress of each job."""
+        found: dict[str, dict[str, int]] = {
+            j: {GraphStatus.PENDING: 0, GraphStatus.DONE: 0, GraphStatus.FAILED: 0} for j in job_ids
+        }
+        if not job_ids:
+            return found
+        with self.session() as s:
+            rows = s.execute(
+                select(DocumentRow.job_id, DocumentRow.graph_status, func.count())
+                .where(DocumentRow.job_id.in_(list(job_ids)), DocumentRow.graph_status.is_not(None))
+                .group_by(DocumentRow.job_id, DocumentRow.graph_status)
+            ).all()
+        for job_id, status, n in rows:
+            if job_id is not None and status is not None:
+                found[job_id][status] = int(n)
+        return found
+
+    def graph_failures(self, collection: str | None = None, limit: int = 20) -> list[tuple[str, str, str]]:
+        """(document id, source, reason) of documents whose graph failed."""
+        query = select(DocumentRow.id, DocumentRow.source_uri, DocumentRow.graph_error).where(
+            DocumentRow.graph_status == GraphStatus.FAILED
+        )
+        if collection is not None:
+            query = query.where(DocumentRow.collection == collection)
+        with self.session() as s:
+            rows = s.execute(query.order_by(DocumentRow.source_uri).limit(limit)).all()
+        return [(r[0], r[1], r[2] or "") for r in rows]
+
+    def retry_graph_failures(self, collection: str) -> int:
+        """Put a collection's `failed` documents back to `pending` (`kag graph build --retry-failed`)."""
+        with self.session() as s:
+            result = s.execute(
+                update(DocumentRow)
+                .where(DocumentRow.collection == collection, DocumentRow.graph_status == GraphStatus.FAILED)
+                .values(graph_status=GraphStatus.PENDING, graph_error=None)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def chunk_count(self, document_id: str) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).where(ChunkRow.document_id == document_id)) or 0)
 
     def mark_deleting(self, document_id: str) -> None:
         with self.session() as s:
@@ -547,13 +726,15 @@ class Ledger:
         with self.session() as s:
             return set(s.scalars(query))
 
-    def graph_stamp(self, collection: str) -> tuple[int, str]:
-        """(documents, latest document update) of a collection: changes whenever its graph may have changed."""
+    def graph_stamp(self, collection: str) -> tuple[int, str, int]:
+        """(documents, latest document update, documents with a finished graph) of a collection: changes
+        whenever its graph may have changed (stage 2 finishing a document changes the third)."""
+        done = func.sum(case((DocumentRow.graph_status == GraphStatus.DONE, 1), else_=0))
         with self.session() as s:
             row = s.execute(
-                select(func.count(), func.max(DocumentRow.updated_at)).where(DocumentRow.collection == collection)
+                select(func.count(), func.max(DocumentRow.updated_at), done).where(DocumentRow.collection == collection)
             ).one()
-        return int(row[0] or 0), str(row[1] or "")
+        return int(row[0] or 0), str(row[1] or ""), int(row[2] or 0)
 
     def graph_counts(self, collection: str | None = None) -> tuple[int, int]:
         with self.session() as s:
@@ -572,13 +753,21 @@ class Ledger:
             if row is None:
                 s.add(
                     IngestJobRow(
-                        id=job_id, collection=collection, status=JobStatus.RUNNING, params=params, executor=executor
+                        id=job_id,
+                        collection=collection,
+                        status=JobStatus.RUNNING,
+                        params=params,
+                        executor=executor,
+                        owner_host=_this_host(),
+                        owner_pid=os.getpid(),
+                        heartbeat_at=utcnow(),
                     )
                 )
                 return
             # a resumed run reports every file again (unchanged ones as unchanged), so counts restart
             s.execute(delete(JobErrorRow).where(JobErrorRow.job_id == job_id))
             row.status, row.error, row.finished_at, row.started_at = JobStatus.RUNNING, None, None, utcnow()
+            row.owner_host, row.owner_pid, row.heartbeat_at = _this_host(), os.getpid(), utcnow()
             row.params = {**(row.params or {}), **params}
             for name in (
                 "files_total",
@@ -602,8 +791,9 @@ class Ledger:
             )
 
     def update_job(self, job_id: str, **counts: int) -> None:
+        """Save a job's counts; also its heartbeat, which tells a live job from a stale one."""
         with self.session() as s:
-            s.execute(update(IngestJobRow).where(IngestJobRow.id == job_id).values(**counts))
+            s.execute(update(IngestJobRow).where(IngestJobRow.id == job_id).values(**counts, heartbeat_at=utcnow()))
 
     def add_job_error(self, job_id: str, path: str, code: str, message: str) -> None:
         with self.session() as s:
@@ -623,6 +813,39 @@ class Ledger:
             result = s.execute(
                 update(IngestJobRow)
                 .where(IngestJobRow.status == JobStatus.RUNNING)
+                .values(status=JobStatus.INTERRUPTED, finished_at=utcnow())
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def stale_jobs(self, stale_seconds: float = DEFAULT_STALE_SECONDS) -> list[IngestJobRow]:
+        """`running` jobs whose owner is gone: on this host a dead pid; elsewhere (or with no owner
+        recorded) no heartbeat for `stale_seconds`."""
+        cutoff = utcnow() - timedelta(seconds=stale_seconds)
+        host = _this_host()
+        with self.session() as s:
+            rows = list(s.scalars(select(IngestJobRow).where(IngestJobRow.status == JobStatus.RUNNING)))
+        stale = []
+        for row in rows:
+            if row.owner_host == host and row.owner_pid is not None:
+                if not _pid_alive(row.owner_pid):
+                    stale.append(row)
+                continue
+            beat = row.heartbeat_at
+            if beat is not None and beat.tzinfo is None:
+                beat = beat.replace(tzinfo=UTC)
+            if beat is None or beat < cutoff:
+                stale.append(row)
+        return stale
+
+    def interrupt_stale_jobs(self, stale_seconds: float = DEFAULT_STALE_SECONDS) -> int:
+        """Mark the stale `running` jobs (see `stale_jobs`) `interrupted`; live ones are left alone."""
+        ids_ = [row.id for row in self.stale_jobs(stale_seconds)]
+        if not ids_:
+            return 0
+        with self.session() as s:
+            result = s.execute(
+                update(IngestJobRow)
+                .where(IngestJobRow.id.in_(ids_), IngestJobRow.status == JobStatus.RUNNING)
                 .values(status=JobStatus.INTERRUPTED, finished_at=utcnow())
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]

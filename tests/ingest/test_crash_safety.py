@@ -1,7 +1,9 @@
-"""kill -9 at many points of a real `kag ingest`, then re-run: the same state as an uninterrupted run."""
+"""kill -9 at many points of a real `kag ingest` (both stages) and `kag graph build`, then re-run: the
+same state as an uninterrupted run, and `kag doctor` consistent."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +26,14 @@ KILL_POINTS = [
     ("kag.stores.fulltext:TantivyIndex.commit", 2, "before"),
     ("kag.ledger.store:Ledger.mark_indexed", 2, "before"),
     ("kag.ledger.store:Ledger.delete_document", 1, "before"),
+]
+# stage 2 (the graph), in the same `kag ingest` run: while extracting, while writing a document's
+# graph, and while embedding entity names
+GRAPH_KILL_POINTS = [
+    ("ingest.graph:SpacyGraphExtractor.extract", 3, "before"),
+    ("kag.ledger.store:Ledger.write_graph", 2, "after"),
+    ("kag.ledger.store:Ledger.write_graph", 4, "before"),
+    ("kag.ledger.store:Ledger.set_entity_vectors", 1, "before"),
 ]
 
 
@@ -57,11 +67,16 @@ def _state(data_dir: Path) -> dict[str, object]:
         return {
             "consistent": health.consistent,
             "health": [c.to_dict() for c in health.collections],
-            "documents": sorted((d.id, d.sha256, d.version, d.status) for d in stores.ledger.documents()),
+            "documents": sorted(
+                (d.id, d.sha256, d.version, d.status, d.graph_status) for d in stores.ledger.documents()
+            ),
             "ledger": sorted(stores.ledger.chunk_ids()),
             "vectors": sorted(stores.vectors.chunk_ids()),
             "fulltext": sorted(stores.fulltext.chunk_ids()),
             "graph": stores.ledger.graph_counts(),
+            "unembedded_entities": sum(
+                len(stores.ledger.entities_without_vectors(c)) for c in stores.ledger.collections()
+            ),
         }
     finally:
         stores.close()
@@ -124,3 +139,63 @@ def test_kill_9_then_rerun_converges(
     rerun = _kag(data, *args)
     assert rerun.returncode == 0, rerun.stderr
     assert _state(data) == clean_state
+
+
+def _doctor(data_dir: Path) -> tuple[int, dict[str, object]]:
+    result = _kag(data_dir, "doctor", "--json")
+    return result.returncode, json.loads(result.stdout)
+
+
+def _crash(data_dir: Path, target: str, nth: int, when: str, *args: str) -> None:
+    crashed = subprocess.run(
+        [sys.executable, str(DRIVER), target, str(nth), when, "--", *args],
+        env=_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert crashed.returncode == -9, f"the kill point was never reached: {crashed.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize(
+    ("target", "nth", "when"),
+    GRAPH_KILL_POINTS,
+    ids=[f"{t.split('.')[-1]}#{n}-{w}" for t, n, w in GRAPH_KILL_POINTS],
+)
+def test_kill_9_in_stage_2_then_rerun_converges_and_doctor_is_consistent(
+    target: str, nth: int, when: str, corpus: Path, clean_state: dict[str, object], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    args = ["ingest", str(corpus), "-c", "hr", "--json"]
+    _crash(data, target, nth, when, *args)
+    # every document is searchable already: stage 1 finished before the kill
+    crashed = _state(data)
+    assert crashed["ledger"] == crashed["vectors"] == crashed["fulltext"] == clean_state["ledger"]
+    # the killed job is still `running`; doctor names it stale and exits 1
+    code, report = _doctor(data)
+    assert code == 1 and report["consistent"] is False
+    assert [j["collection"] for j in report["stale_jobs"]] == ["hr"]  # type: ignore[index]
+    rerun = _kag(data, *args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _state(data) == clean_state
+    code, report = _doctor(data)
+    assert code == 0 and report["consistent"] is True and report["stale_jobs"] == [] and report["graph_pending"] == 0
+
+
+def test_kill_9_in_graph_build_then_rerun_converges(
+    corpus: Path, clean_state: dict[str, object], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    later = _kag(data, "ingest", str(corpus), "-c", "hr", "--json", "--graph", "later")
+    assert later.returncode == 0, later.stderr
+    assert json.loads(later.stdout)["graph"] is None
+    code, report = _doctor(data)
+    assert code == 0 and report["graph_pending"] == len(clean_state["documents"])  # type: ignore[arg-type]
+    _crash(data, "kag.ledger.store:Ledger.write_graph", 3, "after", "graph", "build", "-c", "hr")
+    rerun = _kag(data, "graph", "build", "-c", "hr", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    built = json.loads(rerun.stdout)
+    assert built[0]["documents_done"] == len(clean_state["documents"]) - 3  # type: ignore[arg-type]
+    assert _state(data) == clean_state
+    code, report = _doctor(data)
+    assert code == 0 and report["consistent"] is True and report["graph_pending"] == 0

@@ -208,7 +208,11 @@ async def upload_documents(
     svc.worker.submit(job_id, name)
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     row, errors = svc.runtime.stores.ledger.get_job(job_id)
-    return JobInfo(**job_view(row, errors, svc.worker))
+    return JobInfo(**job_view(row, errors, svc.worker, _graph_counts(svc, [job_id])[job_id]))
+
+
+def _graph_counts(svc: Services, job_ids: list[str]) -> dict[str, dict[str, int]]:
+    return svc.runtime.stores.ledger.graph_counts_by_job(job_ids)
 
 
 def _registry(svc: Services) -> Any:
@@ -230,7 +234,8 @@ def list_jobs(
     else:
         scope = None if key.all_collections else list(key.collections)
     rows = svc.runtime.stores.ledger.jobs(limit, collections=scope, offset=offset)
-    return JobList(jobs=[JobInfo(**job_view(r, [], svc.worker)) for r in rows])
+    graphs = _graph_counts(svc, [r.id for r in rows])
+    return JobList(jobs=[JobInfo(**job_view(r, [], svc.worker, graphs[r.id])) for r in rows])
 
 
 @router.get("/jobs/{job_id}", summary="One ingestion job: progress, counts and per-file errors")
@@ -239,7 +244,7 @@ def get_job(job_id: str, request: Request, key: Annotated[ApiKey, Depends(requir
     row, errors = svc.runtime.stores.ledger.get_job(job_id)
     if not key.may_use(row.collection):
         raise NotFoundError(f"no ingest job with id {job_id}")
-    return JobInfo(**job_view(row, errors, svc.worker))
+    return JobInfo(**job_view(row, errors, svc.worker, _graph_counts(svc, [job_id])[job_id]))
 
 
 # --- documents ----------------------------------------------------------------------------
