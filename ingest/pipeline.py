@@ -256,11 +256,14 @@ class Ingestor:
         fingerprint: str = "",
         executor: Executor | None = None,
         embed_title: bool = False,
+        name_embedder: Embedder | None = None,
     ) -> None:
         from ingest.executors import InProcessExecutor
 
         self.stores = stores
         self.embedder = embedder
+        #: embeds entity names for query-time linking (default: the chunk embedder)
+        self.name_embedder: Embedder = name_embedder or embedder
         # documents ingested under other chunking/embedding settings are re-processed
         self.preparer = Preparer(
             chunker,
@@ -319,7 +322,7 @@ class Ingestor:
                 report.documents_deleted = self._sync(paths, files, collection)
             # the names of entities this job (or an interrupted earlier one) added, embedded once, in
             # large batches, so query-time linking reads vectors instead of running the model
-            named = embed_entity_names(ledger, self.embedder, collection)
+            named = embed_entity_names(ledger, self.name_embedder, collection)
             if named:
                 log.info("entity names embedded", extra={"collection": collection, "entities": named})
             if report.chunks_added:

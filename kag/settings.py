@@ -48,13 +48,23 @@ class Settings(BaseSettings):
         "onnx",
         description="What encodes short texts (queries, entity names) on the CPU: `onnx` runs the model's own "
         "weights exported once to ONNX (checked against torch on load; about 2x faster for one query, nearly 3x "
-        "for two side by side), `torch` the model as loaded. Bulk embedding always runs on torch.",
+        "for two side by side), `torch` the model as loaded. Bulk calls follow `KAG_EMBEDDING_BULK_RUNTIME`.",
     )
     embedding_onnx_threads: int = Field(
         1,
         ge=1,
         description="Threads of one ONNX encoder call; 1 measured fastest for the hybrid retriever, which encodes "
         "the query and its entities side by side with the other retrievers.",
+    )
+    embedding_bulk_runtime: Literal["onnx-int8", "onnx", "torch"] = Field(
+        "onnx-int8",
+        description="What encodes bulk calls (chunks at ingestion, `kag reindex`) on the CPU: `onnx-int8` the ONNX "
+        "export with int8 weights (ONNX Runtime dynamic quantization; measured 2x+ faster than torch on chunks at "
+        "the same SciFact nDCG@10, see docs/scale-out.md), `onnx` the float export (torch's vectors), `torch` the "
+        "model as loaded. Changing it changes the index fingerprint, so the next ingest re-embeds.",
+    )
+    embedding_bulk_threads: int = Field(
+        0, ge=0, description="Threads of one bulk ONNX embedding call; 0: as many as torch uses (the cores)."
     )
     embedding_onnx_cache_dir: Path | None = Field(
         None,
@@ -112,6 +122,24 @@ class Settings(BaseSettings):
     weight_lexical: float = Field(1.0, ge=0, description="Fusion weight of the lexical (Tantivy BM25) retriever.")
     weight_graph: float = Field(
         0.25, ge=0, description="Fusion weight of the knowledge-graph retriever; 0 leaves it out (tuned)."
+    )
+    graph_name_embedder: Literal["static", "model"] = Field(
+        "static",
+        description="What embeds entity names for query-time linking: `static` a model2vec table distilled once "
+        "from the embedding model (a lookup per token, ~1% of a transformer pass; distilled on first use, a few "
+        "minutes on 2 cores, then cached), `model` the embedding model itself.",
+    )
+    graph_name_cache_dir: Path | None = Field(
+        None,
+        description="Where the distilled static name embedder is kept; default: `kag/static` in the user's cache "
+        "folder (`$XDG_CACHE_HOME`, else `~/.cache`).",
+    )
+    graph_link_threshold: float = Field(
+        0.8,
+        ge=-1.0,
+        le=1.0,
+        description="Least cosine between a query entity's name vector and a graph entity's for the graph retriever "
+        "to link them when their keys differ (tuned on SciFact train per name embedder).",
     )
     graph_hops: int = Field(2, ge=0, le=3, description="Relation hops the graph retriever expands from query entities.")
     rerank: str = Field(
