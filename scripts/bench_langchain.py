@@ -155,7 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for variant in VARIANTS:
         per_round = ", ".join(f"{r['docs_per_s']:.1f}" for r in runs[variant])
         chunks = runs[variant][0].get("chunks", "-")
-        rows_out.append([variant, chunks, f"{med(variant, 'seconds'):.1f}", f"**{med(variant, 'docs_per_s'):.1f}**", per_round])
+        rows_out.append(
+            [variant, chunks, f"{med(variant, 'seconds'):.1f}", f"**{med(variant, 'docs_per_s'):.1f}**", per_round]
+        )
     print(table(["variant", "chunks", "seconds", "docs/s", "docs/s per round"], rows_out) + "\n")
     ratio_rows = []
     for label, num, den, target in TARGETS:
