@@ -13,6 +13,7 @@ from sqlalchemy import Engine, Table, bindparam, create_engine, delete, event, f
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from kag import ids
 from kag.errors import NotFoundError, StoreError
@@ -475,7 +476,7 @@ class Ledger:
     def entities_without_vectors(self, collection: str, vector_bytes: int | None = None) -> list[tuple[str, str]]:
         """(id, name) of the collection's entities whose names have not been embedded yet, or (with
         `vector_bytes`) whose stored vector has another size: one from another name embedder."""
-        missing = EntityRow.name_vector.is_(None)
+        missing: ColumnElement[bool] = EntityRow.name_vector.is_(None)
         if vector_bytes is not None:
             missing = or_(missing, func.length(EntityRow.name_vector) != vector_bytes)
         with self.session() as s:
@@ -500,7 +501,7 @@ class Ledger:
                         func.length(EntityRow.name_vector) == vector_bytes,
                     )
                 ).all()
-                found.update((r[0], r[1]) for r in rows)
+                found.update((r[0], r[1]) for r in rows if r[1] is not None)
         return found
 
     def set_entity_vectors(self, vectors: Mapping[str, bytes]) -> None:

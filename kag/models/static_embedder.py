@@ -107,7 +107,12 @@ class StaticEmbedder:
             model = AutoModel.from_pretrained(self.model_path, local_files_only=True)
             tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
             torch.manual_seed(0)
-            static = distill_from_model(model=model, tokenizer=tokenizer, pca_dims=self.pca_dims, device="cpu")
+            static = distill_from_model(
+                model=model,
+                tokenizer=tokenizer,  # type: ignore[arg-type]  # a fast tokenizer for BERT-family models
+                pca_dims=self.pca_dims,
+                device="cpu",
+            )
         except Exception as exc:
             raise ModelLoadError(
                 f"cannot distill a static embedder from {self.model_path}: {exc}",
