@@ -224,7 +224,7 @@ VERDICT_LABELS = {
 
 
 def verdict_summary(sentences: Sequence[SentenceVerdict]) -> str:
-    """"1/3 model sentences supported, 2 replaced by quotes": a replaced sentence is not counted supported."""
+    """ "1/3 model sentences supported, 2 replaced by quotes": a replaced sentence is not counted supported."""
     if not sentences:
         return "no model sentences"
     kept = sum(s.action == "kept" for s in sentences)
