@@ -92,6 +92,8 @@ bench: install
 	@test -n "$(EVALDATA)" || { echo "make bench: set EVALDATA to a folder holding BEIR-format scifact/"; exit 2; }
 	$(BIN)/python scripts/bench_ingest.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_embed.py
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python scripts/bench_langchain.py
 	$(BIN)/python scripts/bench_answer.py $(BENCH_ANSWER_ARGS)
 	$(BIN)/python scripts/bench_load.py $(LOAD_ARGS)
 	$(BIN)/python scripts/bench_ray.py

@@ -54,7 +54,7 @@ class SpacyGraphExtractor:
     """Finds entities (NER + noun-phrase keyphrases), their mentions and typed relations in chunks."""
 
     def __init__(
-        self, model: str = "en_core_web_sm", *, max_keyphrases_per_chunk: int = 20, batch_size: int = 64
+        self, model: str = "en_core_web_sm", *, max_keyphrases_per_chunk: int = 20, batch_size: int = 32
     ) -> None:
         if not model:
             raise ValueError("model must name a spaCy pipeline package or path")
@@ -116,17 +116,28 @@ class SpacyGraphExtractor:
 
     def extract(self, chunks: Sequence[ChunkDraft]) -> GraphExtraction:
         """Entities, mentions and relations of one document's chunks; entities dedupe across chunks."""
-        if not chunks:
-            return GraphExtraction()
+        return self.extract_many([chunks])[0]
+
+    def extract_many(self, documents: Sequence[Sequence[ChunkDraft]]) -> list[GraphExtraction]:
+        """`extract` of several documents' chunks, parsed in one spaCy stream: a document of one or two
+        chunks (an abstract) is too small a batch for the parser's matrix products, and batching across
+        documents costs about 25% less CPU per chunk (`scripts/bench_ingest.py`, CPU budget)."""
+        if not any(documents):
+            return [GraphExtraction() for _ in documents]
         self.warm_up()
-        state = _DocState()
-        texts = (chunk.text for chunk in chunks)
-        docs = self._nlp.pipe(texts, batch_size=self.batch_size, disable=list(self._disabled))
-        for chunk, doc in zip(chunks, docs, strict=True):
-            if self._disabled:
-                self._set_pos(doc)
-            self._extract_doc(chunk.ordinal, doc, state)
-        return _finish(state)
+        texts = (chunk.text for chunks in documents for chunk in chunks)
+        # n_process=1: worker processes would each load the model and fight the embedder for the cores
+        docs = iter(self._nlp.pipe(texts, batch_size=self.batch_size, disable=list(self._disabled), n_process=1))
+        results = []
+        for chunks in documents:
+            state = _DocState()
+            for chunk in chunks:
+                doc = next(docs)
+                if self._disabled:
+                    self._set_pos(doc)
+                self._extract_doc(chunk.ordinal, doc, state)
+            results.append(_finish(state) if chunks else GraphExtraction())
+        return results
 
     # -- the spaCy side -------------------------------------------------------------------------
 

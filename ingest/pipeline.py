@@ -277,9 +277,12 @@ class Ingestor:
         executor: Executor | None = None,
         embed_title: bool = False,
         stale_job_seconds: float = DEFAULT_STALE_SECONDS,
+        name_embedder: Embedder | None = None,
     ) -> None:
         self.stores = stores
         self.embedder = embedder
+        #: embeds entity names for query-time linking (default: the chunk embedder)
+        self.name_embedder: Embedder = name_embedder or embedder
         # documents ingested under other chunking/embedding settings are re-processed
         self.preparer = Preparer(
             chunker,
@@ -292,7 +295,9 @@ class Ingestor:
             stores, embedder, fingerprint=fingerprint, embed_title=embed_title, graph=extractor is not None
         )
         #: stage 2; None when graph extraction is off
-        self.graph_stage = GraphStage(stores.ledger, extractor, embedder) if extractor is not None else None
+        self.graph_stage = (
+            GraphStage(stores.ledger, extractor, self.name_embedder) if extractor is not None else None
+        )
         self.batch_chunks = batch_chunks
         #: where parsing and chunking (and, on Ray, embedding) run; writes always happen here
         self.executor: Executor = executor or InProcessExecutor()

@@ -21,6 +21,8 @@ class PrepareSpec:
     embedding_model_path: str | None = None
     embedding_device: str = "cpu"
     embedding_batch_size: int = 64
+    # the chunks' vectors must come from the same runtime as the driver's (int8 vectors differ)
+    embedding_bulk_runtime: str = "torch"
     embed_title: bool = False
     chunk_size: int = 200
     chunk_overlap: int = 32
@@ -44,6 +46,7 @@ class PrepareSpec:
             embedding_model_path=s.embedding_model_path,
             embedding_device=s.embedding_device,
             embedding_batch_size=s.embedding_batch_size,
+            embedding_bulk_runtime=s.embedding_bulk_runtime,
             embed_title=s.embed_title,
             chunk_size=s.chunk_size,
             chunk_overlap=s.chunk_overlap,
@@ -84,7 +87,10 @@ class PrepareSpec:
         from kag.models.embedder import SentenceTransformerEmbedder
 
         embedder = SentenceTransformerEmbedder(
-            self.embedding_model_path, device=device or self.embedding_device, batch_size=self.embedding_batch_size
+            self.embedding_model_path,
+            device=device or self.embedding_device,
+            batch_size=self.embedding_batch_size,
+            bulk_runtime=self.embedding_bulk_runtime,
         )
         embedder.warm_up()
         return embedder

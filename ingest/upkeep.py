@@ -235,7 +235,7 @@ def reindex(ingestor: Ingestor, batch_chunks: int = 256) -> int:
     # entity name vectors come from the same model as the chunks': rebuilt with them
     stores.ledger.clear_entity_vectors()
     for collection in stores.ledger.collections():
-        embed_entity_names(stores.ledger, ingestor.embedder, collection)
+        embed_entity_names(stores.ledger, ingestor.name_embedder, collection)
     return total
 
 

@@ -48,13 +48,24 @@ class Settings(BaseSettings):
         "onnx",
         description="What encodes short texts (queries, entity names) on the CPU: `onnx` runs the model's own "
         "weights exported once to ONNX (checked against torch on load; about 2x faster for one query, nearly 3x "
-        "for two side by side), `torch` the model as loaded. Bulk embedding always runs on torch.",
+        "for two side by side), `torch` the model as loaded. Bulk calls follow `KAG_EMBEDDING_BULK_RUNTIME`.",
     )
     embedding_onnx_threads: int = Field(
         1,
         ge=1,
         description="Threads of one ONNX encoder call; 1 measured fastest for the hybrid retriever, which encodes "
         "the query and its entities side by side with the other retrievers.",
+    )
+    embedding_bulk_runtime: Literal["onnx-int8", "onnx", "torch"] = Field(
+        "torch",
+        description="What encodes bulk calls (chunks at ingestion, `kag reindex`) on the CPU: `torch` the model as "
+        "loaded; `onnx` the float ONNX export (torch's vectors); `onnx-int8` the export with int8 weights (ONNX "
+        "Runtime dynamic quantization: 1.7-2.3x less CPU per SciFact abstract than torch, cosine to torch >= 0.99; "
+        "its SciFact nDCG@10 is not measured yet, so it is not the default: docs/scale-out.md). Changing it "
+        "changes the index fingerprint, so the next ingest re-embeds.",
+    )
+    embedding_bulk_threads: int = Field(
+        0, ge=0, description="Threads of one bulk ONNX embedding call; 0: as many as torch uses (the cores)."
     )
     embedding_onnx_cache_dir: Path | None = Field(
         None,
@@ -118,6 +129,24 @@ class Settings(BaseSettings):
     weight_lexical: float = Field(1.0, ge=0, description="Fusion weight of the lexical (Tantivy BM25) retriever.")
     weight_graph: float = Field(
         0.25, ge=0, description="Fusion weight of the knowledge-graph retriever; 0 leaves it out (tuned)."
+    )
+    graph_name_embedder: Literal["static", "model"] = Field(
+        "model",
+        description="What embeds entity names for query-time linking: `model` the embedding model itself; `static` "
+        "a model2vec table distilled once from it (a lookup per token, ~1% of a transformer pass; distilled on first "
+        "use, a few minutes on 2 cores, then cached; the linking threshold is not re-tuned for it yet).",
+    )
+    graph_name_cache_dir: Path | None = Field(
+        None,
+        description="Where the distilled static name embedder is kept; default: `kag/static` in the user's cache "
+        "folder (`$XDG_CACHE_HOME`, else `~/.cache`).",
+    )
+    graph_link_threshold: float = Field(
+        0.8,
+        ge=-1.0,
+        le=1.0,
+        description="Least cosine between a query entity's name vector and a graph entity's for the graph retriever "
+        "to link them when their keys differ (tuned on SciFact train per name embedder).",
     )
     graph_hops: int = Field(2, ge=0, le=3, description="Relation hops the graph retriever expands from query entities.")
     rerank: str = Field(

@@ -120,9 +120,9 @@ class _NodeIndex:
     def mentions(self, node: str) -> int:
         return self.graph.mention_count(node)
 
-    def vector(self, node: str) -> np.ndarray:
+    def vector(self, node: str, stored_usable: bool = True) -> np.ndarray:
         """The node's name vector: stored by ingestion, else embedded on first use (call under `lock`)."""
-        stored = self.graph.name_vector(node)
+        stored = self.graph.name_vector(node) if stored_usable else None
         return stored if stored is not None else self.vectors[node]
 
     def idf(self, node: str) -> float:
@@ -229,13 +229,15 @@ class GraphRetriever:
         if not shortlists:
             return seeds
         graph = index.graph
+        # vectors stored by another name embedder (another dimension) do not count: embedded here instead
+        stored_usable = graph.vector_dim == self.embedder.dim
         with index.lock:
             missing = list(
                 dict.fromkeys(
                     n
                     for _, nodes in shortlists
                     for n in nodes
-                    if n not in index.vectors and not graph.has_name_vector(n)
+                    if n not in index.vectors and not (stored_usable and graph.has_name_vector(n))
                 )
             )
         # one embedding call for every unmatched query entity and every candidate whose name has no
@@ -244,7 +246,7 @@ class GraphRetriever:
         with index.lock:
             # rounded as the ledger stores them, so a link does not depend on where the vector came from
             index.vectors.update(zip(missing, as_stored(vectors[len(shortlists) :]), strict=True))
-            matrices = [np.stack([index.vector(n) for n in nodes]) for _, nodes in shortlists]
+            matrices = [np.stack([index.vector(n, stored_usable) for n in nodes]) for _, nodes in shortlists]
         for (_, nodes), matrix, query_vector in zip(shortlists, matrices, vectors, strict=False):
             similarity = matrix @ query_vector
             seeds.update(n for n, sim in zip(nodes, similarity, strict=True) if sim >= self.link_threshold)

@@ -285,39 +285,59 @@ def run_embed_only(batches: list[list[str]], embedder: Any) -> tuple[dict[str, A
     return {"chunks": chunks, "seconds": wall, "chunks_per_s": chunks / wall}, np.concatenate(vectors)
 
 
-def cpu_budget(batches: list[list[str]], embedder: Any, extractor: Any) -> dict[str, float]:
+def cpu_budget(batches: list[list[str]], embedder: Any, extractor: Any, name_embedder: Any) -> dict[str, float]:
     """CPU seconds (all threads of this process, `time.process_time`) per chunk of each piece of work
-    the graph adds, on the same chunk texts and batches as the ingestion runs, one piece at a time.
+    the graph adds, on the same chunk texts and batches as the ingestion runs, one piece at a time,
+    each lever beside what it replaced: chunk embedding on torch vs the shipped bulk runtime, spaCy
+    one document per call vs batched across documents, entity names through the transformer vs the
+    shipped name embedder, and a second job over the same collection (its names are looked up).
 
     CPU time is what the cores are asked for, so it does not drift with how the work overlaps. On a
     machine whose cores the embedding alone keeps busy (CPU-only embedding), no scheduling can lift
     the graph-on throughput above embedding / (embedding + extraction + names) of embedding-only."""
+    from kag.models.embedder import SentenceTransformerEmbedder
     from kag.records import ChunkDraft
 
+    def cpu(work: Callable[[], Any]) -> float:
+        started = time.process_time()
+        work()
+        return time.process_time() - started
+
+    torch_embedder = SentenceTransformerEmbedder(embedder.model_path, batch_size=embedder.batch_size, runtime="torch")
+    torch_embedder.warm_up()
     chunks = sum(len(b) for b in batches)
-    started = time.process_time()
-    for batch in batches:
-        embedder.embed(batch)
-    embedding = time.process_time() - started
-    started = time.process_time()
+    out: dict[str, float] = {"chunks": chunks}
+    # each text is one document here (SciFact: one abstract per file, one to three chunks)
+    documents = [[ChunkDraft(0, text, 0, len(text), 0)] for batch in batches for text in batch]
     names: dict[str, None] = {}
-    for batch in batches:
-        found = extractor.extract([ChunkDraft(i, text, 0, len(text), 0) for i, text in enumerate(batch)])
-        names.update(dict.fromkeys(e.name for e in found.entities))
-    extraction = time.process_time() - started
-    started = time.process_time()
-    ordered = list(names)
-    for start in range(0, len(ordered), 512):  # embed_entity_names' batches
-        embedder.embed(ordered[start : start + 512])
-    naming = time.process_time() - started
+    mentions = 0
+    for rnd in range(2):  # alternate old and new twice; keep the second round's figures
+        out["embedding_torch"] = cpu(lambda: [torch_embedder.embed(b) for b in batches])
+        out["embedding"] = cpu(lambda: [embedder.embed(b) for b in batches])
+        out["extraction_per_document"] = cpu(lambda: [extractor.extract(d) for d in documents])
+        found: list[Any] = []
+        out["extraction"] = cpu(lambda found=found: found.extend(extractor.extract_many(documents)))
+        if rnd == 0:
+            for graph in found:
+                names.update(dict.fromkeys(e.name for e in graph.entities))
+                mentions += len(graph.entities)
+        ordered = list(names)
+        parts = [ordered[i : i + 512] for i in range(0, len(ordered), 512)]  # embed_entity_names' batches
+        out["names_transformer"] = cpu(lambda parts=parts: [torch_embedder.embed(p) for p in parts])
+        out["names"] = cpu(lambda parts=parts: [name_embedder.embed(p) for p in parts])
+    torch_embedder.close()
+    ms = {k: 1000 * v / chunks for k, v in out.items() if k != "chunks"}
     return {
         "chunks": chunks,
-        "names": len(ordered),
-        "embedding_cpu_ms_per_chunk": 1000 * embedding / chunks,
-        "extraction_cpu_ms_per_chunk": 1000 * extraction / chunks,
-        "names_cpu_ms_per_chunk": 1000 * naming / chunks,
-        "bound": embedding / (embedding + extraction + naming),
-        "bound_without_names": embedding / (embedding + extraction),
+        "names": len(names),
+        "entities_per_document_sum": mentions,
+        "name_embedder": str(name_embedder.name),
+        "embedding_runtime": str(getattr(embedder, "bulk_runtime_used", "torch")),
+        **{f"{k}_cpu_ms_per_chunk": v for k, v in ms.items()},
+        "bound": out["embedding"] / (out["embedding"] + out["extraction"] + out["names"]),
+        "bound_before": out["embedding_torch"]
+        / (out["embedding_torch"] + out["extraction_per_document"] + out["names_transformer"]),
+        "bound_without_names": out["embedding"] / (out["embedding"] + out["extraction"]),
     }
 
 
@@ -364,7 +384,7 @@ def phase_ingest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             runs[variant].append(result)
             log(f"ingest round {rnd + 1}/{args.rounds}: {variant:<10} {result['chunks_per_s']:.1f} chunks/s")
     assert batches is not None
-    cpu = cpu_budget(batches, embedder, models.extractor)
+    cpu = cpu_budget(batches, embedder, models.extractor, models.name_embedder)
     log(f"ingest: CPU budget per chunk {cpu}")
     s = models.settings
     return {
@@ -721,6 +741,8 @@ def ingest_tables(res: dict[str, Any]) -> str:
     out.append(table(["stage", "thread", "graph on s", "% wall", "ms/chunk", "graph off s", "% wall"], rows))
     cpu = res.get("cpu_budget")
     if cpu:
+        graph_before = cpu["extraction_per_document_cpu_ms_per_chunk"] + cpu["names_transformer_cpu_ms_per_chunk"]
+        graph_now = cpu["extraction_cpu_ms_per_chunk"] + cpu["names_cpu_ms_per_chunk"]
         out += [
             "",
             "#### CPU budget: what the graph asks of the cores (CPU seconds of all threads, same chunks)",
@@ -729,27 +751,45 @@ def ingest_tables(res: dict[str, Any]) -> str:
             "CPU-only machine), the graph-on ratio cannot exceed the bound, however the work is scheduled.",
             "",
             table(
-                ["work", "CPU ms per chunk", "share"],
+                ["work", "before (ms/chunk)", "now (ms/chunk)", "now / before"],
                 [
                     [
-                        "embedding the chunks",
+                        f"embedding the chunks (torch -> {cpu.get('embedding_runtime', 'torch')})",
+                        f"{cpu['embedding_torch_cpu_ms_per_chunk']:.1f}",
                         f"{cpu['embedding_cpu_ms_per_chunk']:.1f}",
-                        "1.00",
+                        f"{cpu['embedding_cpu_ms_per_chunk'] / cpu['embedding_torch_cpu_ms_per_chunk']:.2f}",
                     ],
                     [
-                        "graph extraction (spaCy parse + NER + relations)",
+                        "graph extraction (spaCy; one document per call -> batched across documents)",
+                        f"{cpu['extraction_per_document_cpu_ms_per_chunk']:.1f}",
                         f"{cpu['extraction_cpu_ms_per_chunk']:.1f}",
-                        f"{cpu['extraction_cpu_ms_per_chunk'] / cpu['embedding_cpu_ms_per_chunk']:.2f}",
+                        f"{cpu['extraction_cpu_ms_per_chunk'] / cpu['extraction_per_document_cpu_ms_per_chunk']:.2f}",
                     ],
                     [
-                        f"embedding entity names ({cpu['names']} names)",
+                        f"entity names ({cpu['names']} distinct of {cpu['entities_per_document_sum']} per-document "
+                        f"entities; transformer -> {cpu['name_embedder']})",
+                        f"{cpu['names_transformer_cpu_ms_per_chunk']:.1f}",
                         f"{cpu['names_cpu_ms_per_chunk']:.1f}",
-                        f"{cpu['names_cpu_ms_per_chunk'] / cpu['embedding_cpu_ms_per_chunk']:.2f}",
+                        f"{cpu['names_cpu_ms_per_chunk'] / cpu['names_transformer_cpu_ms_per_chunk']:.2f}",
                     ],
-                    ["**bound on the graph-on ratio**", f"**{cpu['bound']:.2f}**", ""],
-                    ["bound without name embedding", f"{cpu['bound_without_names']:.2f}", ""],
+                    [
+                        "**graph work (extraction + names)**",
+                        f"{graph_before:.1f}",
+                        f"{graph_now:.1f}",
+                        f"**{graph_now / graph_before:.2f}**",
+                    ],  # fmt: skip
+                    [
+                        "**bound on the graph-on ratio**",
+                        f"{cpu['bound_before']:.2f}",
+                        f"**{cpu['bound']:.2f}**",
+                        "",
+                    ],  # fmt: skip
+                    ["bound without name embedding", "", f"{cpu['bound_without_names']:.2f}", ""],
                 ],
             ),
+            "",
+            "Names are embedded once per collection: a later job over the same collection looks up the names it "
+            "already holds (`embed_entity_names`), so only names new to the collection cost anything.",
         ]
     return "\n".join(out)
 

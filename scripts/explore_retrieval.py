@@ -34,7 +34,7 @@ Row = tuple[str, dict[str, float]]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from kag.cli.eval import open_workspace
+    from kag.cli.eval import graph_variants, open_workspace
     from kag.settings import Settings
     from kag.stores.graph import GraphCache
     from pipelines.evaluation.datasets import BeirDataset, evaluation_queries
@@ -65,7 +65,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             "dense": rt.retriever("dense"),
             "lexical": rt.retriever("lexical"),
             f"graph@{s.graph_hops}": GraphRetriever(
-                rt.query_extractor, GraphCache(rt.stores.ledger), hops=s.graph_hops, embedder=rt.embedder
+                rt.query_extractor,
+                GraphCache(rt.stores.ledger),
+                hops=s.graph_hops,
+                embedder=rt.name_embedder,
+                link_threshold=s.graph_link_threshold,
             ),
         }
         cache = collect_rankings(
@@ -74,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             COLLECTION,
             s.retrieval_depth,
             cache_dir=workspace.root / "rankings",
-            variants={"lexical": f"@title{s.lexical_title_boost:g}"},
+            variants={"lexical": f"@title{s.lexical_title_boost:g}"} | graph_variants(rt, [s.graph_hops]),
         )
         documents = DocumentMap(rt.stores.ledger, COLLECTION, workspace.corpus_id)
         doc_of: dict[str, str | None] = {}

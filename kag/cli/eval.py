@@ -71,6 +71,13 @@ def eval_settings(base: Settings) -> Settings:
     )
 
 
+def graph_variants(rt: Runtime, hops: Iterable[int]) -> dict[str, str]:
+    """Ranking-cache tags of the graph retrievers: what their rankings depend on besides the index."""
+    s = rt.settings
+    tag = f"@{s.graph_name_embedder}@link{s.graph_link_threshold:g}"
+    return {f"graph@{h}": tag for h in hops}
+
+
 def open_workspace(
     settings: Settings,
     work_dir: Path,
@@ -94,6 +101,11 @@ def open_workspace(
     if workspace.complete:
         if not quiet:
             err.print(f"[dim]reusing the index in {workspace.root}[/]", highlight=False)
+        if rt.settings.graph_enabled:
+            from kag.stores.graph import embed_entity_names
+
+            # names stored by another name embedder (KAG_GRAPH_NAME_EMBEDDER changed) are embedded again
+            embed_entity_names(rt.stores.ledger, rt.name_embedder, COLLECTION)
         return rt, workspace
     try:
         written = workspace.write_corpus(docs())
@@ -546,7 +558,11 @@ def _tune(
             for hops in grid.graph_hops:
                 # as `Runtime.retriever` builds it: spaCy query entities, embedding-based linking
                 retrievers[f"graph@{hops}"] = GraphRetriever(
-                    rt.query_extractor, graphs, hops=hops, embedder=rt.embedder
+                    rt.query_extractor,
+                    graphs,
+                    hops=hops,
+                    embedder=rt.name_embedder,
+                    link_threshold=rt.settings.graph_link_threshold,
                 )
         with _progress("retrieving once per retriever") as bar:
             task = bar.add_task("collect", total=len(queries))
@@ -557,7 +573,8 @@ def _tune(
                 grid.max_depth,
                 cache_dir=workspace.root / "rankings",
                 on_query=lambda: bar.advance(task),
-                variants={"lexical": f"@title{rt.settings.lexical_title_boost:g}"},
+                variants={"lexical": f"@title{rt.settings.lexical_title_boost:g}"}
+                | graph_variants(rt, grid.graph_hops),
             )
         documents = DocumentMap(rt.stores.ledger, COLLECTION, workspace.corpus_id)
         hits = [h for per_query in cache.values() for ranking in per_query.values() for h in ranking]

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ingest.executors import Executor, PrepareSpec
     from ingest.graph import SpacyGraphExtractor
     from ingest.pipeline import Ingestor
-    from kag.models.embedder import SentenceTransformerEmbedder
+    from kag.models.embedder import Embedder, SentenceTransformerEmbedder
     from kag.models.llm_cache import ModelCache
     from kag.stores.graph import GraphCache
     from pipelines.answer import AnswerPipeline
@@ -43,9 +43,22 @@ class Runtime:
             runtime=s.embedding_runtime,
             onnx_cache_dir=s.embedding_onnx_cache_dir,
             onnx_threads=s.embedding_onnx_threads,
+            bulk_runtime=s.embedding_bulk_runtime,
+            bulk_threads=s.embedding_bulk_threads,
         )
         embedder.warm_up()
         return embedder
+
+    @cached_property
+    def name_embedder(self) -> Embedder:
+        """What embeds entity names (`KAG_GRAPH_NAME_EMBEDDER`): the distilled static table or the embedder."""
+        if self.settings.graph_name_embedder == "model":
+            return self.embedder
+        from kag.models.static_embedder import StaticEmbedder
+
+        static = StaticEmbedder(self.settings.embedding_model_path, cache_dir=self.settings.graph_name_cache_dir)
+        static.warm_up()
+        return static
 
     @property
     def stores(self) -> Stores:
@@ -114,6 +127,7 @@ class Runtime:
             executor=self.executor,
             embed_title=s.embed_title,
             stale_job_seconds=s.job_stale_seconds,
+            name_embedder=self.name_embedder if s.graph_enabled else None,
         )
 
     @cached_property
@@ -159,7 +173,13 @@ class Runtime:
             return dense
         if mode == "lexical":
             return lexical
-        graph = GraphRetriever(self.query_extractor, self.graph_cache, hops=s.graph_hops, embedder=self.embedder)
+        graph = GraphRetriever(
+            self.query_extractor,
+            self.graph_cache,
+            hops=s.graph_hops,
+            embedder=self.name_embedder,
+            link_threshold=s.graph_link_threshold,
+        )
         if mode == "graph":
             return graph
         return HybridRetriever(
@@ -282,7 +302,7 @@ class Runtime:
 
     def close(self) -> None:
         """Free models and release the stores (and the data dir lock); safe to call twice."""
-        for name in ("generator", "embedder"):
+        for name in ("generator", "name_embedder", "embedder"):
             model = self.__dict__.pop(name, None)  # only what was built: cached_property stores it here
             if model is not None:
                 model.close()

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, Table, bindparam, case, create_engine, delete, ev
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from kag import ids
 from kag.errors import NotFoundError, StoreError
@@ -668,15 +669,36 @@ class Ledger:
             ).all()
         return entities, [tuple(r) for r in links], [tuple(m) for m in mentions], [tuple(v) for v in vectors]
 
-    def entities_without_vectors(self, collection: str) -> list[tuple[str, str]]:
-        """(id, name) of the collection's entities whose names have not been embedded yet."""
+    def entities_without_vectors(self, collection: str, vector_bytes: int | None = None) -> list[tuple[str, str]]:
+        """(id, name) of the collection's entities whose names have not been embedded yet, or (with
+        `vector_bytes`) whose stored vector has another size: one from another name embedder."""
+        missing: ColumnElement[bool] = EntityRow.name_vector.is_(None)
+        if vector_bytes is not None:
+            missing = or_(missing, func.length(EntityRow.name_vector) != vector_bytes)
         with self.session() as s:
             rows = s.execute(
                 select(EntityRow.id, EntityRow.name)
-                .where(EntityRow.collection == collection, EntityRow.name_vector.is_(None))
+                .where(EntityRow.collection == collection, missing)
                 .order_by(EntityRow.id)
             ).all()
         return [(r[0], r[1]) for r in rows]
+
+    def vectors_by_name(self, collection: str, names: Collection[str], vector_bytes: int) -> dict[str, bytes]:
+        """Stored name vectors of `vector_bytes` bytes of the collection's entities named `names`, by name:
+        another entity with the same name (another key) needs no embedding of its own."""
+        found: dict[str, bytes] = {}
+        ordered = sorted(set(names))
+        with self.session() as s:
+            for start in range(0, len(ordered), 1000):
+                rows = s.execute(
+                    select(EntityRow.name, EntityRow.name_vector).where(
+                        EntityRow.collection == collection,
+                        EntityRow.name.in_(ordered[start : start + 1000]),
+                        func.length(EntityRow.name_vector) == vector_bytes,
+                    )
+                ).all()
+                found.update((r[0], r[1]) for r in rows if r[1] is not None)
+        return found
 
     def set_entity_vectors(self, vectors: Mapping[str, bytes]) -> None:
         """Store name vectors by entity id (ids deleted meanwhile are skipped)."""

@@ -16,6 +16,9 @@ from kag.errors import MissingDependencyError, ModelLoadError
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnx")
+#: What encodes bulk calls (chunks at ingestion): torch, the float ONNX export (torch's vectors to
+#: ~1e-6) or its int8 dynamic quantization (cosine ~0.99 to torch's vectors, several times faster).
+BULK_RUNTIMES = ("torch", "onnx", "onnx-int8")
 
 
 @runtime_checkable
@@ -54,9 +57,12 @@ class SentenceTransformerEmbedder:
 
     With `runtime="onnx"` (CPU only), calls of at most `onnx_max_texts` texts (queries, entity
     names) run through the same weights exported to ONNX (`kag.models.onnx_runtime`), two to three
-    times faster than torch for short texts; bulk embedding stays on torch. The export is written to
-    `onnx_cache_dir` once and checked against torch on every load; a model it does not reproduce
-    stays on torch, with a warning. `runtime_used` says which one serves short calls."""
+    times faster than torch for short texts. `bulk_runtime` picks what encodes longer calls (chunks):
+    torch, the same ONNX export (`onnx`), or its int8 quantization (`onnx-int8`), run on
+    `bulk_threads` threads (0: as many as torch uses). An export is written to `onnx_cache_dir` once
+    and checked against torch on every load; a model it does not reproduce stays on torch, with a
+    warning. `runtime_used` / `bulk_runtime_used` say which one serves short / bulk calls. An int8
+    bulk runtime changes the vectors, so it is part of `name` (and so of the index fingerprint)."""
 
     def __init__(
         self,
@@ -68,27 +74,39 @@ class SentenceTransformerEmbedder:
         onnx_cache_dir: str | Path | None = None,
         onnx_max_texts: int = 16,
         onnx_threads: int = 1,
+        bulk_runtime: str = "torch",
+        bulk_threads: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        if bulk_runtime not in BULK_RUNTIMES:
+            raise ValueError(f"bulk_runtime must be one of {', '.join(BULK_RUNTIMES)}, not {bulk_runtime!r}")
+        if bulk_threads < 0:
+            raise ValueError("bulk_threads must be >= 0")
         if onnx_threads < 1:
             raise ValueError("onnx_threads must be >= 1")
         if onnx_max_texts < 0:
             raise ValueError("onnx_max_texts must be >= 0")
         self.model_path = model_path or bundled_embedding_model_path()
         # a stable name for fingerprints: the bundled model's folder is just called "model"
-        self._name = model_path or "sentence-transformers/all-MiniLM-L6-v2"
+        self._name = (model_path or "sentence-transformers/all-MiniLM-L6-v2") + (
+            "+int8" if bulk_runtime == "onnx-int8" else ""
+        )
         self.device = device
         self.batch_size = batch_size
         self.runtime = runtime
         self.onnx_cache_dir = Path(onnx_cache_dir) if onnx_cache_dir is not None else None
         self.onnx_max_texts = onnx_max_texts
         self.onnx_threads = onnx_threads
+        self.bulk_runtime = bulk_runtime
+        self.bulk_threads = bulk_threads
         self.runtime_used = "torch"
+        self.bulk_runtime_used = "torch"
         self._model: Any = None
         self._onnx: Any = None
+        self._bulk: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -119,24 +137,37 @@ class SentenceTransformerEmbedder:
                     hint="set KAG_EMBEDDING_MODEL_PATH to a local sentence-transformers model folder",
                 ) from exc
             if self.runtime == "onnx":
-                self._load_onnx()
+                self._onnx = self._load_onnx(quantized=False, threads=self.onnx_threads)
+                self.runtime_used = "onnx" if self._onnx is not None else "torch"
+            if self.bulk_runtime != "torch":
+                self._bulk = self._load_onnx(quantized=self.bulk_runtime == "onnx-int8", threads=self._threads())
+                self.bulk_runtime_used = self.bulk_runtime if self._bulk is not None else "torch"
 
-    def _load_onnx(self) -> None:
+    def _threads(self) -> int:
+        if self.bulk_threads:
+            return self.bulk_threads
+        import torch
+
+        return max(1, int(torch.get_num_threads()))
+
+    def _load_onnx(self, *, quantized: bool, threads: int) -> Any:
+        """The ONNX encoder, or None (with a warning) where the export does not reproduce the model."""
         if self.device != "cpu":
             log.info("embedding runtime onnx applies to the CPU only; %s stays on torch", self.device)
-            return
+            return None
         from kag.models import onnx_runtime
 
         cache = self.onnx_cache_dir or default_cache_dir() / "onnx"
         try:
-            self._onnx = onnx_runtime.load(self._model, self.model_path, cache, threads=self.onnx_threads)
+            return onnx_runtime.load(
+                self._model, self.model_path, cache, threads=threads, quantized=quantized, batch_size=self.batch_size
+            )
         except MissingDependencyError:
             raise
         except Exception as exc:
             # a model whose architecture or pooling the export does not reproduce keeps working on torch
             log.warning("the embedding model stays on torch: %s", exc)
-            return
-        self.runtime_used = "onnx"
+            return None
 
     @property
     def dim(self) -> int:
@@ -157,6 +188,8 @@ class SentenceTransformerEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._onnx is not None and len(texts) <= self.onnx_max_texts:
             return self._onnx.encode(texts)  # type: ignore[no-any-return]
+        if self._bulk is not None:
+            return self._bulk.encode(list(texts))  # type: ignore[no-any-return]
         vectors = self._model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -172,3 +205,4 @@ class SentenceTransformerEmbedder:
     def close(self) -> None:
         self._model = None
         self._onnx = None
+        self._bulk = None

@@ -245,6 +245,11 @@ class LinkGraph:
         row = self._vector_rows.get(self.position.get(entity_id, -1))
         return None if row is None else self._vectors[row].astype(np.float32)
 
+    @property
+    def vector_dim(self) -> int:
+        """Dimension of the stored name vectors (0 when none is stored)."""
+        return int(self._vectors.shape[1]) if len(self._vector_rows) else 0
+
     def number_of_vectors(self) -> int:
         return len(self._vector_rows)
 
@@ -374,16 +379,25 @@ def as_stored(vectors: np.ndarray) -> np.ndarray:
 
 
 def embed_entity_names(ledger: Any, embedder: Any, collection: str, *, batch_size: int = 512) -> int:
-    """Embed the names of the collection's entities that have no stored vector yet, and store them;
-    returns how many. Runs once at the end of an ingestion job (and after `kag reindex` clears them),
-    so query-time linking reads vectors instead of running the model over candidate names. A crash
+    """Embed the names of the collection's entities that have no stored vector from this embedder yet
+    (none, or one of another size: another name embedder), and store them; returns how many entities
+    got a vector. Each distinct name is embedded once per collection: names already stored for another
+    entity of the collection, and names repeated among the missing entities, are looked up, not
+    embedded. Runs once at the end of an ingestion job (and after `kag reindex` clears them), so
+    query-time linking reads vectors instead of running the model over candidate names. A crash
     before it runs leaves names unembedded, which the next job picks up (and the retriever embeds
     any it meets meanwhile)."""
-    missing = ledger.entities_without_vectors(collection)
+    vector_bytes = 2 * int(embedder.dim)  # float16
+    missing = ledger.entities_without_vectors(collection, vector_bytes)
+    if not missing:
+        return 0
+    stored: dict[str, bytes] = ledger.vectors_by_name(collection, {name for _, name in missing}, vector_bytes)
+    todo = [name for name in dict.fromkeys(name for _, name in missing) if name not in stored]
+    for start in range(0, len(todo), batch_size):
+        part = todo[start : start + batch_size]
+        stored.update(zip(part, (encode_vector(v) for v in embedder.embed(part)), strict=True))
     for start in range(0, len(missing), batch_size):
-        part = missing[start : start + batch_size]
-        vectors = embedder.embed([name for _, name in part])
-        ledger.set_entity_vectors({e: encode_vector(v) for (e, _), v in zip(part, vectors, strict=True)})
+        ledger.set_entity_vectors({e: stored[name] for e, name in missing[start : start + batch_size]})
     return len(missing)
 
 

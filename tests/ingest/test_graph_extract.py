@@ -233,3 +233,19 @@ def test_the_fast_path_agrees_with_the_full_pipeline(
 
 def test_lexicon_uses_only_ontology_types() -> None:
     assert {relation_type for relation_type, _ in graph_lexicon.PHRASE_RELATIONS.values()} <= set(RELATION_TYPES)
+
+
+def test_many_documents_in_one_stream_give_each_its_own_graph(extractor: SpacyGraphExtractor) -> None:
+    documents = [
+        chunks_of("Single sign-on (SSO) uses the identity provider.", "SSO requires two-factor authentication."),
+        [],
+        chunks_of("The Heron billing service depends on PostgreSQL."),
+        chunks_of("Redis caching improves latency.", "SSO here is a word of another document.", "No entity."),
+    ]
+    together = extractor.extract_many(documents)
+    assert together == [extractor.extract(chunks) for chunks in documents]
+    assert together[1] == GraphExtraction()
+    # aliases stay inside their document: "SSO" is single sign-on in the first, not in the last
+    assert any(e.key == "single sign-on" for e in together[0].entities)
+    assert all(e.key != "single sign-on" for e in together[3].entities)
+    assert extractor.extract_many([]) == [] and extractor.extract_many([[]]) == [GraphExtraction()]

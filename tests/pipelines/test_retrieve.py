@@ -448,3 +448,17 @@ def test_unknown_fusion_methods_are_refused_with_the_choices() -> None:
     assert "zscore" in (info.value.hint or "")
     with pytest.raises(ConfigurationError, match="unknown fusion method"):
         HybridRetriever({"dense": Fixed(["a"])}, fusion="borda")
+
+
+def test_stored_name_vectors_of_another_embedder_are_not_used(embedder) -> None:
+    from kag.models.static_embedder import StaticEmbedder
+
+    names = ["Heron billing service", "billing address form"]
+    nodes = [GraphNode(f"e{i}", n.lower(), n, "ORG") for i, n in enumerate(names)]
+    # stored by the transformer (384-d); linking now runs on the static name embedder (256-d)
+    graph = LinkGraph(nodes, [], [], [(f"e{i}", encode_vector(v)) for i, v in enumerate(embedder.embed(names))])
+    static = StaticEmbedder()
+    counting = CountingEmbedder(static)
+    retriever = GraphRetriever(None, None, embedder=counting, link_threshold=0.7)  # type: ignore[arg-type]
+    assert retriever.link(graph, [entity("Heron billing services")]) == {"e0"}
+    assert sorted(counting.texts) == sorted(["Heron billing services", *names])  # embedded, not misread

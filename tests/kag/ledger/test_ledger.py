@@ -199,3 +199,16 @@ def test_jobs_record_counts_errors_and_interruption(ledger_url: str) -> None:
     assert (job.status, job.documents_added, job.chunks_added) == ("interrupted", 2, 7)
     assert [(e.path, e.code) for e in errors] == [("bad.pdf", "corrupt_document")]
     ledger.close()
+
+
+def test_vectors_of_another_size_count_as_missing_and_are_found_by_name(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    _write(ledger)
+    ids = dict((name, e) for e, name in ledger.entities_without_vectors("hr"))
+    ledger.set_entity_vectors({ids["Atlas"]: b"\x00<" * 4, ids["Redis"]: b"\x00<" * 8})
+    assert ledger.entities_without_vectors("hr") == []
+    # a name embedder of 8 dimensions (16 bytes) wants Atlas again: its 4-dimension vector is another model's
+    assert ledger.entities_without_vectors("hr", vector_bytes=16) == [(ids["Atlas"], "Atlas")]
+    assert ledger.vectors_by_name("hr", ["Redis", "Atlas", "Nope"], 16) == {"Redis": b"\x00<" * 8}
+    assert ledger.vectors_by_name("other", ["Redis"], 16) == {}
+    ledger.close()

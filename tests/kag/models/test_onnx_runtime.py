@@ -154,3 +154,68 @@ def test_the_fingerprint_follows_the_model_folder(tmp_path: Path) -> None:
     assert onnx_runtime.model_fingerprint(model_dir) == first
     (model_dir / "1_Pooling" / "config.json").write_text("{}")
     assert onnx_runtime.model_fingerprint(model_dir) != first
+
+
+# -- bulk calls (chunks) on ONNX Runtime ---------------------------------------------------------
+
+BULK = [f"Chunk {i}: " + "ALDH1 expression in breast cancer stem cells. " * (1 + i % 7) for i in range(19)] + [TEXTS[4]]
+
+
+@pytest.fixture(scope="module")
+def int8_embedder(onnx_cache: Path):
+    model = SentenceTransformerEmbedder(
+        runtime="onnx", onnx_cache_dir=onnx_cache, bulk_runtime="onnx-int8", batch_size=8
+    )
+    model.warm_up()
+    yield model
+    model.close()
+
+
+def test_bulk_calls_on_the_float_export_equal_torch_in_the_callers_order(onnx_cache: Path, torch_embedder) -> None:
+    # batch 8 over 20 texts of mixed length: sorted by length into batches, handed back in order
+    model = SentenceTransformerEmbedder(runtime="onnx", onnx_cache_dir=onnx_cache, bulk_runtime="onnx", batch_size=8)
+    model.warm_up()
+    assert model.bulk_runtime_used == "onnx" and model.name == torch_embedder.name  # same vectors, same index
+    got = model.embed(BULK)
+    np.testing.assert_allclose(got, torch_embedder.embed(BULK), atol=1e-4)
+    # the long text is truncated where torch truncates it (256 tokens): longer input, same vector
+    np.testing.assert_allclose(model.embed(BULK[-1:] * 17)[0], model.embed([TEXTS[4] * 2] * 17)[0], atol=1e-5)
+    assert model.max_seq_length == torch_embedder.max_seq_length == 256
+
+
+def test_bulk_calls_on_int8_are_close_to_torch_and_name_the_index(int8_embedder, torch_embedder, onnx_cache) -> None:
+    assert int8_embedder.bulk_runtime_used == "onnx-int8" and int8_embedder.runtime_used == "onnx"
+    got = int8_embedder.embed(BULK)
+    expected = torch_embedder.embed(BULK)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cosine = np.sum(got * expected, axis=1)
+    assert cosine.min() > onnx_runtime.MIN_AGREEMENT_INT8 and not np.allclose(got, expected, atol=1e-4)
+    # int8 vectors differ from torch's: the embedder's name (and so the index fingerprint) says so
+    assert int8_embedder.name == torch_embedder.name + "+int8"
+    assert len(list(onnx_cache.glob("*.int8.onnx"))) == 1
+    # short calls (queries) stay on the float export
+    np.testing.assert_allclose(int8_embedder.embed(TEXTS[:2]), torch_embedder.embed(TEXTS[:2]), atol=1e-4)
+
+
+def test_a_damaged_int8_export_is_made_again(int8_embedder, onnx_cache: Path, tmp_path: Path) -> None:
+    (quantized,) = onnx_cache.glob("*.int8.onnx")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / quantized.name).write_bytes(b"not an onnx model")
+    model = SentenceTransformerEmbedder(runtime="onnx", onnx_cache_dir=cache, bulk_runtime="onnx-int8", batch_size=8)
+    model.warm_up()
+    assert model.bulk_runtime_used == "onnx-int8"
+    np.testing.assert_allclose(model.embed(BULK), int8_embedder.embed(BULK), atol=1e-5)  # deterministic
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bulk_runtime": "int4"}, "bulk_runtime must be one of torch, onnx, onnx-int8"),
+        ({"bulk_runtime": "onnx", "bulk_threads": -1}, "bulk_threads must be >= 0"),
+    ],
+)
+def test_bad_bulk_options_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SentenceTransformerEmbedder(**kwargs)  # type: ignore[arg-type]

@@ -145,3 +145,67 @@ def test_link_graph_of_a_networkx_graph_has_its_strongest_links() -> None:
 def test_link_graph_of_nothing() -> None:
     empty = LinkGraph([], [])
     assert empty.number_of_nodes() == 0 and empty.number_of_edges() == 0 and empty.strongest_links("a") == []
+
+
+class _NameCounter:
+    """A deterministic name embedder (the Embedder protocol) that records what it embeds."""
+
+    name = "counter"
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.texts: list[str] = []
+
+    def embed(self, texts):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        self.texts.extend(texts)
+        rows = [np.random.default_rng(sum(map(ord, t))).standard_normal(self.dim) for t in texts]
+        return np.asarray([r / np.linalg.norm(r) for r in rows], dtype=np.float32)
+
+
+def test_each_distinct_name_is_embedded_once_per_collection(ledger_url: str) -> None:
+    from kag.ledger import Ledger
+    from kag.records import ChunkDraft, EntityRecord, GraphExtraction, MentionRecord
+    from kag.stores.graph import decode_vector, embed_entity_names
+
+    ledger = Ledger(ledger_url)
+    ledger.ensure_collection("bio")
+
+    def write(source: str, *entities: tuple[str, str]) -> None:
+        ledger.write_document(
+            collection="bio",
+            source_uri=source,
+            sha256=source.ljust(64, "0")[:64],
+            mime_type="text/plain",
+            title="t",
+            text="T cells and B cells.",
+            size_bytes=20,
+            metadata={},
+            chunks=[ChunkDraft(0, "T cells and B cells.", 0, 20, 5)],
+            graph=GraphExtraction(
+                entities=tuple(EntityRecord(k, n, "KEYPHRASE") for k, n in entities),
+                mentions=tuple(MentionRecord(k, 0, 0, 7) for k, _ in entities),
+            ),
+        )
+
+    # two keys, one name ("T cells"): one embedding
+    write("/a.txt", ("t cell", "T cells"), ("t cells", "T cells"), ("b cell", "B cells"))
+    names = _NameCounter(8)
+    assert embed_entity_names(ledger, names, "bio") == 3
+    assert sorted(names.texts) == ["B cells", "T cells"]
+    # a later job: stored names are looked up, never embedded again; only the new name is
+    write("/b.txt", ("b cell", "B cells"), ("t-cell", "T cells"), ("nk cell", "NK cells"))
+    assert embed_entity_names(ledger, names, "bio") == 2
+    assert sorted(names.texts) == ["B cells", "NK cells", "T cells"]
+    assert embed_entity_names(ledger, names, "bio") == 0
+    entities, _, _, vectors = ledger.graph_links("bio")
+    by_id = dict(vectors)
+    t_cells = {by_id[e[0]] for e in entities if e[2] == "T cells"}
+    assert len(t_cells) == 1 and len(decode_vector(t_cells.pop())) == 8
+    # another name embedder (another dimension) re-embeds every name once, and replaces the old vectors
+    other = _NameCounter(4)
+    assert embed_entity_names(ledger, other, "bio") == 5
+    assert sorted(other.texts) == ["B cells", "NK cells", "T cells"]
+    assert {len(decode_vector(b)) for _, b in ledger.graph_links("bio")[3]} == {4}
+    ledger.close()
