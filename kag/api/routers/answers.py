@@ -88,18 +88,27 @@ async def answer_events(
     endpoint: str,
     *,
     history: list[tuple[str, str]] | None = None,
+    deadline: float | None = None,
+    whole: bool = True,
 ) -> AsyncIterator[tuple[str, Any]]:
     """The pipeline's ("token", str) and ("final", AnswerResult) events, on a slot of the generation queue.
 
-    The slot is taken before the first event (so a full queue is a 503, never a hung stream) and given
-    back only when the pipeline thread has ended, even if the client went away first.
+    The slot is taken before the first event (so a full queue, or one too slow for `deadline`, is a 503,
+    never a hung stream or a 504) and given back only when the pipeline thread has ended, even if the
+    client went away first. Past the drain window of a shutdown the pipeline stops and audits the answer.
     """
-    slot = await svc.gate.acquire()
+    slot = await svc.gate.acquire(deadline, whole=whole)
     pipeline = svc.runtime.answer_pipeline
 
     def run() -> Any:
         return pipeline.stream(
-            question, collections, principal=key.id, policy=policy, filters=flt, history=history or ()
+            question,
+            collections,
+            principal=key.id,
+            policy=policy,
+            filters=flt,
+            history=history or (),
+            cancel=svc.interrupt,
         )
 
     tokens = svc.metrics.tokens.labels(endpoint=endpoint)
@@ -144,8 +153,12 @@ async def ask(body: AskRequest, request: Request, key: Annotated[ApiKey, Depends
     svc = services(request)
     collections, flt = await run_in_threadpool(_prepare, svc, key, body)
     policy = body.policy.value if body.policy else None
-    events = answer_events(svc, key, body.question, collections, policy, flt, "ask")
-    if not wants_stream(request, body.stream):
+    streamed = wants_stream(request, body.stream)
+    deadline = getattr(request.state, "deadline", None)
+    events = answer_events(
+        svc, key, body.question, collections, policy, flt, "ask", deadline=deadline, whole=not streamed
+    )
+    if not streamed:
         result: AnswerResult | None = None
         async for kind, value in events:
             if kind == "final":
@@ -160,6 +173,9 @@ async def ask(body: AskRequest, request: Request, key: Annotated[ApiKey, Depends
 def error_event(exc: BaseException) -> bytes:
     if isinstance(exc, KagError):
         body = {"code": exc.code, "type": exc.code, "message": exc.message, "hint": exc.hint, "status": status_for(exc)}
+        details = {k: v for k, v in exc.context.items() if isinstance(v, str | int | float | bool)}
+        if details:  # e.g. the audit id of an interrupted answer
+            body["details"] = details
     else:
         body = {"code": "internal_error", "type": "internal_error", "message": "internal error", "status": 500}
     return sse("error", {"error": body})

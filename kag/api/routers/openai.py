@@ -82,7 +82,19 @@ async def chat_completions(
     requested = body.collections or ([body.collection] if body.collection else None)
     collections = await run_in_threadpool(scoped_collections, key, requested, svc.known_collections())
     policy = body.policy.value if body.policy else None
-    events = answer_events(svc, key, question, collections, policy, None, "chat", history=_history(body))
+    deadline = getattr(request.state, "deadline", None)
+    events = answer_events(
+        svc,
+        key,
+        question,
+        collections,
+        policy,
+        None,
+        "chat",
+        history=_history(body),
+        deadline=deadline,
+        whole=not body.stream,
+    )
     created = int(time.time())
     generator = svc.runtime.generator
     if not body.stream:
