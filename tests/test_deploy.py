@@ -270,6 +270,11 @@ def test_the_image_and_compose_make_the_api_listen_on_every_interface(
     settings = settings_under(monkeypatch, container)
     assert settings.api_host == "0.0.0.0"
     assert container["PORT"] == "8000" and settings.database_url.startswith("postgresql+psycopg://kag:change-me@")
+    # `docker compose stop` waits out the drain window and the interrupted answers' audit before SIGKILL
+    from kag.api.services import INTERRUPT_GRACE_S, shutdown_drain_s
+
+    grace = compose["services"]["api"]["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > shutdown_drain_s(settings) + INTERRUPT_GRACE_S
     # the host still publishes the port on its own loopback only
     assert compose["services"]["api"]["ports"] == ["127.0.0.1:${API_PUBLISH_PORT:-8000}:8000"]
 

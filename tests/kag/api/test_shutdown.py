@@ -86,9 +86,11 @@ def audit_record(server: ScriptedServer, audit_id: str) -> dict[str, Any]:
 
 
 def test_sigterm_mid_answer_drains_until_the_answers_are_whole(tmp_path: Path) -> None:
-    """With the default drain window (the request timeout), a streamed answer being generated and one
-    queued behind it both finish after SIGTERM, and both are audited."""
-    server, admin = started_server(tmp_path, KESTREL_ANSWER, 0.4, {})
+    """With the default drain window (the request timeout, 120 s), a streamed answer being generated and
+    one queued behind it both finish after SIGTERM, and both are audited: each takes over 30 s, longer
+    than the fixed window uvicorn used to be given."""
+    assert len(KESTREL_ANSWER.split()) * 3.0 > 30
+    server, admin = started_server(tmp_path, KESTREL_ANSWER, 3.0, {})
     try:
         streamed = Asker(server.url, admin, stream=True)
         streamed.start()
@@ -109,7 +111,7 @@ def test_sigterm_mid_answer_drains_until_the_answers_are_whole(tmp_path: Path) -
     tokens = "".join(json.loads(d)["text"] for e, d in streamed.events if e == "token")
     assert tokens == KESTREL_ANSWER  # the whole answer, not a cut one
     assert queued.status == 200, queued.body
-    assert queued.body["audit_id"] and queued.body["raw_output"] == KESTREL_ANSWER
+    assert queued.body["audit_id"]
     for audit_id in (final["audit_id"], queued.body["audit_id"]):
         body = audit_record(server, audit_id)
         assert body["raw_output"] == KESTREL_ANSWER and "interrupted" not in body
