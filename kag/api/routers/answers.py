@@ -14,7 +14,7 @@ from kag.api.auth import Action, require, scoped_collections, services
 from kag.api.errors import status_for
 from kag.api.schemas import AskRequest, AskResponse, Filters, SearchRequest, SearchResponse
 from kag.api.services import Services
-from kag.api.streaming import ThreadStream, sse
+from kag.api.streaming import ThreadStream, json_data, sse, sse_content
 from kag.api.tracing import record_stages
 from kag.errors import InvalidRequestError, KagError
 from kag.keys import ApiKey
@@ -136,12 +136,14 @@ def _prepare(svc: Services, key: ApiKey, body: AskRequest) -> tuple[list[str], A
     response_model=AskResponse,
     responses={
         200: {
-            "content": {
-                "text/event-stream": {
-                    "schema": {"type": "string"},
-                    "example": 'event: token\ndata: {"text":"According"}\n\nevent: final\ndata: {...}\n\n',
-                }
-            },
+            "content": sse_content(
+                {
+                    "token": json_data(type="object", required=["text"], properties={"text": {"type": "string"}}),
+                    "final": json_data("AskResponse"),
+                    "error": json_data("ErrorEnvelope"),
+                },
+                example='event: token\ndata: {"text":"According"}\n\nevent: final\ndata: {"answer": ...}\n\n',
+            ),
             "description": "JSON answer, or with `stream: true` / `Accept: text/event-stream`: `token` events "
             '(`{"text": ...}`, the model\'s raw output) then one `final` event (the verified answer, as the JSON '
             "response) or one `error` event (the error envelope).",

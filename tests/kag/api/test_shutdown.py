@@ -90,7 +90,8 @@ def test_sigterm_mid_answer_drains_until_the_answers_are_whole(tmp_path: Path) -
     one queued behind it both finish after SIGTERM, and both are audited: each takes over 30 s, longer
     than the fixed window uvicorn used to be given."""
     assert len(KESTREL_ANSWER.split()) * 3.0 > 30
-    server, admin = started_server(tmp_path, KESTREL_ANSWER, 3.0, {})
+    # the second waits for the first answer's 33 s, then takes as long itself: 66 s < the request timeout
+    server, admin = started_server(tmp_path, KESTREL_ANSWER, 3.0, {"KAG_API_GENERATION_QUEUE_TIMEOUT_S": "100"})
     try:
         streamed = Asker(server.url, admin, stream=True)
         streamed.start()
