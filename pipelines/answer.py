@@ -18,7 +18,6 @@ from pipelines.rerank import RerankStage
 from pipelines.retrieve import HybridRetriever, hydrate
 from pipelines.verify import REASON_JUDGED_UNANSWERABLE
 
-
 #: the `reason` of an answer cut short by `cancel` (the service shutting down)
 INTERRUPTED_REASON = "interrupted: the service stopped before the answer was finished"
 

@@ -102,7 +102,8 @@ def kag_problem(args: list[str]) -> str | None:
             raise
         param = getattr(exc, "param", None)
         # a path the reader supplies (`./handbook`, `$EVALDATA/…`) need not exist here
-        if param is not None and type(getattr(param, "type", None)).__name__ == "Path" and "does not exist" in exc.format_message():
+        is_path = type(getattr(param, "type", None)).__name__ == "Path"
+        if is_path and "does not exist" in exc.format_message():
             return None
         return f"`kag {' '.join(args)}`: {exc.format_message()}"
     return None

@@ -173,6 +173,7 @@ async def ask(body: AskRequest, request: Request, key: Annotated[ApiKey, Depends
 
 
 def error_event(exc: BaseException) -> bytes:
+    body: dict[str, Any]
     if isinstance(exc, KagError):
         body = {"code": exc.code, "type": exc.code, "message": exc.message, "hint": exc.hint, "status": status_for(exc)}
         details = {k: v for k, v in exc.context.items() if isinstance(v, str | int | float | bool)}

@@ -58,7 +58,7 @@ def test_body_over_the_limit_is_counted_under_its_route(api: Api) -> None:
         envelope(c.post("/v1/search", json={"query": "x" * 3000}, headers=h), 413, "payload_too_large")
         c.post("/v1/nothing/here", headers=h)
         text = c.get("/metrics").text
-    assert 'kag_http_requests_total{method="POST",route="/v1/search",status="413"} 1.0' in text, [l for l in text.splitlines() if "413" in l or "404" in l]
+    assert 'kag_http_requests_total{method="POST",route="/v1/search",status="413"} 1.0' in text
     assert 'route="unmatched",status="404"' in text
 
 

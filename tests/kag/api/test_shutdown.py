@@ -60,9 +60,7 @@ class Asker(threading.Thread):
         started = time.monotonic()
         try:
             if self.stream:
-                with httpx.stream(
-                    "POST", f"{self.url}/v1/ask", json=payload, headers=auth(self.key), timeout=300
-                ) as r:
+                with httpx.stream("POST", f"{self.url}/v1/ask", json=payload, headers=auth(self.key), timeout=300) as r:
                     self.status, self.headers = r.status_code, dict(r.headers)
                     text = ""
                     for chunk in r.iter_text():
