@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines.generate import Completion
 from tests.kag.api.live import LiveServer
 
 #: what the scripted model says about the Kestrel document of the tests (grounded, with a citation)
@@ -61,7 +62,18 @@ class ScriptedGenerator:
     def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
         return "".join(f"<{m['role']}>\n{m['content']}\n" for m in messages) + "<assistant>\n"
 
-    def stream(self, prompt: str, *, sampling: Any = None) -> Iterator[str]:
+    def yes_probability(self, prompt: str) -> float:
+        return 0.9  # the answerability probe: the sources always look like they answer
+
+    def complete(self, prompt: str, *, sampling: Any = None) -> Completion:
+        # the short-answer pick: the first two words of the verified text, a piece of it by construction
+        text = prompt.partition("Text: ")[2].partition("\nQuestion:")[0]
+        phrase = " ".join(text.split()[:2]).strip(".")
+        return Completion(
+            phrase, prompt_tokens=len(prompt.split()), completion_tokens=2, seconds=0.0, finish_reason="stop"
+        )
+
+    def stream(self, prompt: str, *, sampling: Any = None, continue_probe: bool = False) -> Iterator[str]:
         words = self.script.split(" ")
         try:
             for i, word in enumerate(words):
