@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pipelines.answer import INTERRUPTED_REASON
 from tests.kag.api.live import upload, wait_job
 from tests.kag.api.scripted import KESTREL_ANSWER, KESTREL_DOC, KESTREL_QUESTION, ScriptedServer
 from tests.kag.api.test_endpoints import parse_sse
@@ -146,7 +147,8 @@ def test_sigterm_past_the_drain_window_ends_answers_in_the_json_error_shape_with
     generated = "".join(json.loads(d)["text"] for e, d in streamed.events if e == "token")
     assert 0 < len(generated) < len(script)
     body = audit_record(server, error["details"]["audit_id"])
-    assert body["interrupted"] is True and body["raw_output"] == generated and body["answer"] == ""
+    assert body["interrupted"] is True and body["raw_output"] == generated and body["stop_reason"] == "interrupted"
+    assert body["abstained"] is True and body["reason"] == INTERRUPTED_REASON  # nothing half-made was shown
 
     assert queued.status == 503 and queued.headers["content-type"] == "application/json", queued.body
     envelope = queued.body["error"]
@@ -187,7 +189,8 @@ def test_overload_is_refused_early_with_503_and_never_held_to_a_504(tmp_path: Pa
     statuses = [a.status for a in askers]
     assert all(a.error is None for a in askers), [a.error for a in askers]
     assert set(statuses) <= {200, 503}, statuses
-    assert statuses.count(200) >= 2 and statuses.count(503) >= 1, statuses
+    # how many fit in 6 s depends on the machine's load; that some are served and the rest refused does not
+    assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
     for a in askers:
         if a.status == 503:
             assert a.body["error"]["code"] == "overloaded" and int(a.headers["retry-after"]) >= 1
