@@ -92,6 +92,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     KAG_DATA_DIR=/var/lib/kag \
     KAG_EMBEDDING_ONNX_CACHE_DIR=/opt/kag/onnx \
+    KAG_API_HOST=0.0.0.0 \
     PORT=8000
 
 RUN useradd --create-home --uid 1000 kag && mkdir -p /var/lib/kag && chown kag:kag /var/lib/kag
@@ -103,5 +104,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=5 \
   CMD curl -fsS "http://127.0.0.1:${PORT}/readyz" || exit 1
 
-# `kag migrate` brings the ledger schema up to date; `kag serve` listens on $PORT
+# `kag migrate` brings the ledger schema up to date; `kag serve` listens on $PORT of every interface
+# (KAG_API_HOST=0.0.0.0: the default 127.0.0.1 would be the container's own loopback, unreachable)
 CMD ["sh", "-c", "kag migrate && exec kag serve"]

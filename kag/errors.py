@@ -177,6 +177,12 @@ class OverloadedError(RetryableError):
     code = "overloaded"
 
 
+class AnswerInterruptedError(RetryableError):
+    """An answer was stopped before it finished (the service is shutting down); its audit record says so."""
+
+    code = "answer_interrupted"
+
+
 class RequestTimeoutError(KagError):
     code = "request_timeout"
 

@@ -306,8 +306,11 @@ class Settings(BaseSettings):
         description="OTLP/HTTP traces endpoint (e.g. `http://collector:4318/v1/traces`); tracing is off when unset.",
     )
     api_service_name: str = Field("kag", description="`service.name` of exported traces.")
-    api_shutdown_timeout_s: float = Field(
-        30.0, gt=0, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
+    api_shutdown_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="On SIGTERM/SIGINT, how long in-flight requests may take to finish; answers still "
+        "generating then stop with a 503 and an audit record. Default: KAG_API_REQUEST_TIMEOUT_S.",
     )
 
     # --- scale-out: executors, shared lexical index, graph cache ---------------------------

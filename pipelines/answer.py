@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from kag.errors import AnswerInterruptedError
 from kag.ledger import Ledger
 from kag.records import ScoredChunk, SearchHit, Source, Verification
 from pipelines.multihop import Hop, Plan, gather, plan
 from pipelines.rerank import RerankStage
 from pipelines.retrieve import HybridRetriever, hydrate
 from pipelines.verify import REASON_JUDGED_UNANSWERABLE
+
+#: the `reason` of an answer cut short by `cancel` (the service shutting down)
+INTERRUPTED_REASON = "interrupted: the service stopped before the answer was finished"
 
 
 class Generator(Protocol):
@@ -186,8 +191,13 @@ class AnswerPipeline:
         policy: str | None = None,
         filters: MetadataFilter | None = None,
         history: Sequence[tuple[str, str]] = (),
+        cancel: threading.Event | None = None,
     ) -> Iterator[tuple[str, Any]]:
         """Yields ("token", str) while generating, then ("final", AnswerResult) once verified and audited.
+
+        Once `cancel` is set (the service is shutting down) generation stops at the next token: what was
+        generated is audited as an interrupted answer (`stop_reason` "interrupted") and
+        AnswerInterruptedError, naming the audit record, is raised instead of the final event.
 
         `history`: the conversation so far as (role, text) turns; a follow-up ("Which version does it
         run?") is rewritten into a standalone question from it, and that question is what is retrieved
@@ -252,7 +262,9 @@ class AnswerPipeline:
         # abstains whatever the model says, so the model is not asked
         asked = bool(prompt_parts.sources) and not verifier.unseen_terms(question, prompt_parts.sources)
         generated = False
-        if asked:
+        if cancel is not None and cancel.is_set():
+            stop_reason = "interrupted"
+        elif asked:
             # the model first says whether the sources answer the question; below the threshold it is
             # not asked to write an answer it would have to invent
             prompt += PROBE_PREFIX
@@ -269,6 +281,9 @@ class AnswerPipeline:
                         if guard.feed(piece):
                             stop_reason = "repetition"
                             break
+                        if cancel is not None and cancel.is_set():
+                            stop_reason = "interrupted"
+                            break
                 finally:
                     close = getattr(tokens, "close", None)
                     if close is not None:
@@ -277,7 +292,9 @@ class AnswerPipeline:
         timings["generate"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        if asked and not generated:
+        if stop_reason == "interrupted":  # nothing half-generated is verified or shown; the record keeps it
+            verification = verifier.abstention(INTERRUPTED_REASON)
+        elif asked and not generated:
             assert p_answerable is not None
             verification = verifier.abstention(
                 f"{REASON_JUDGED_UNANSWERABLE}: the model gives {p_answerable:.2f} that the sources answer the "
@@ -348,8 +365,17 @@ class AnswerPipeline:
             "verdicts": [s.to_dict() for s in verification.sentences],
             "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items()},
         }
+        if stop_reason == "interrupted":
+            body["interrupted"] = True
         entry = self.audit.append(body)  # raises AuditWriteError: then no answer is returned
         timings["audit"] = time.perf_counter() - t4
+        if stop_reason == "interrupted":
+            raise AnswerInterruptedError(
+                f"the answer was interrupted after {len(pieces)} generated pieces: the service is shutting down",
+                retry_after=5,
+                hint="ask again once the service is back; the audit record holds what was generated",
+                audit_id=str(entry.id),
+            )
         timings["total"] = time.perf_counter() - t0
         yield (
             "final",

@@ -206,3 +206,81 @@ def test_the_image_ships_the_onnx_export_its_runtime_reads(dockerfile: str, tmp_
     env = os.environ | {"KAG_EMBEDDING_ONNX_CACHE_DIR": str(tmp_path)}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
     assert len(list(tmp_path.glob("*.onnx"))) == 1
+
+
+_INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """Compose's variable interpolation: `${X}`, `${X:-default}`, `${X-default}`, `${X:?error}`, `$$`."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        present = name in variables
+        empty = not variables.get(name)
+        if op == ":-":
+            return arg if empty else variables[name]
+        if op == "-":
+            return variables[name] if present else arg
+        if op in (":?", "?"):
+            assert present and not (op == ":?" and empty), f"compose would fail: {arg}"
+        return variables.get(name, "")
+
+    return _INTERPOLATION.sub(one, value)
+
+
+def rendered_environment(compose: dict[str, Any], service: str) -> dict[str, str]:
+    """A service's environment as `docker compose config` renders it with `.env.example` as the `.env`
+    (anchors and `<<` merges are resolved by the YAML loader; values are interpolated here)."""
+    env = compose["services"][service]["environment"]
+    return {key: interpolate(str(value), env_example()) for key, value in env.items()}
+
+
+def runtime_image_env(dockerfile: str) -> dict[str, str]:
+    """The `ENV` of the Dockerfile's runtime stage, as the container starts with it."""
+    runtime = dockerfile.split("AS runtime", 1)[1]
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV (.+)$", runtime, re.MULTILINE):
+        for key, value in re.findall(r"(\w+)=(\S*)", line):
+            env[key] = value
+    return env
+
+
+def settings_under(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+    """The settings `kag serve` reads in a container whose environment is exactly `env` (for KAG_*)."""
+    for name in list(os.environ):
+        if name.startswith("KAG_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings(_env_file=None)
+
+
+def test_the_image_and_compose_make_the_api_listen_on_every_interface(
+    compose: dict[str, Any], dockerfile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """127.0.0.1 inside a container is the container's own loopback: a published port would reach nothing."""
+    image = runtime_image_env(dockerfile)
+    assert image["KAG_API_HOST"] == "0.0.0.0"
+    assert settings_under(monkeypatch, image).api_host == "0.0.0.0"
+    # compose's environment is laid over the image's, as the container sees it
+    container = {**image, **rendered_environment(compose, "api")}
+    settings = settings_under(monkeypatch, container)
+    assert settings.api_host == "0.0.0.0"
+    assert container["PORT"] == "8000" and settings.database_url.startswith("postgresql+psycopg://kag:change-me@")
+    # `docker compose stop` waits out the drain window and the interrupted answers' audit before SIGKILL
+    from kag.api.services import INTERRUPT_GRACE_S, shutdown_drain_s
+
+    grace = compose["services"]["api"]["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > shutdown_drain_s(settings) + INTERRUPT_GRACE_S
+    # the host still publishes the port on its own loopback only
+    assert compose["services"]["api"]["ports"] == ["127.0.0.1:${API_PUBLISH_PORT:-8000}:8000"]
+
+
+def test_interpolation_follows_compose() -> None:
+    env = {"SET": "x", "EMPTY": ""}
+    assert interpolate("${SET:-d}/${EMPTY:-d}/${EMPTY-d}/${UNSET-d}/$${SET}", env) == "x/d//d/${SET}"
+    with pytest.raises(AssertionError, match="set it"):
+        interpolate("${UNSET:?set it}", env)

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import kag
 from kag.api.errors import ErrorEnvelope, install_error_handlers, internal_error_body
-from kag.api.limits import BodyLimitMiddleware, TimeoutMiddleware
+from kag.api.limits import BodyLimitMiddleware, RateLimitHeadersMiddleware, TimeoutMiddleware
 from kag.api.metrics import Metrics, MetricsMiddleware
 from kag.api.routers import answers, audit, documents, health, keys, models, openai, ui
 from kag.api.services import Services
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("kag.api")
 
 UPLOAD_PATH = r"/v1/collections/[^/]+/documents"
+#: where the Swagger UI and ReDoc assets of /docs and /redoc are served from
+DOCS_ASSETS = "/docs/assets"
 
 DESCRIPTION = """Grounded answers with span-level citations over your documents.
 
@@ -112,7 +115,11 @@ def create_app(
             # uvicorn has let in-flight requests finish; the ingestion job stops at a safe point
             await run_in_threadpool(svc.stop, close_runtime=runtime is None)
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the package's own copies (under /docs/assets), never
+    # from a CDN: the pages work on a machine without internet
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
         title="kag",
         version=kag.__version__,
         description=DESCRIPTION,
@@ -145,8 +152,16 @@ def create_app(
             allow_origins=settings.api_cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After", "Location"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "Location",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+            ],
         )
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     if provider is not None:

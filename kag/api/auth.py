@@ -77,7 +77,10 @@ def require(action: Action) -> Callable[..., Any]:
             )
         key = svc.keys.authenticate(secret)
         request.state.api_key = key
-        svc.rate_limiter.check(key)
+        # the bucket's state goes out as X-RateLimit-* headers on this answer, whatever it is
+        request.state.rate_limit = svc.rate_limiter.take(key)
+        if request.state.rate_limit is not None and not request.state.rate_limit.allowed:
+            svc.rate_limiter.refuse(request.state.rate_limit)
         svc.touch_key(key)
         if key.role not in allowed:
             raise PermissionDeniedError(

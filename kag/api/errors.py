@@ -49,6 +49,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "data_dir_locked": 503,
     "executor_error": 503,
     "overloaded": 503,
+    "answer_interrupted": 503,
     "not_ready": 503,
     "request_timeout": 504,
 }
@@ -147,7 +148,7 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}"
             hint = "see /docs for the methods of this route"
         elif exc.status_code == 413:
-            hint = "send less, or raise the setting named in the message"
+            hint = getattr(exc, "hint", None) or "send less, or raise the setting named in the message"
         else:
             hint = None
         return error_response(request, exc.status_code, code, message, hint=hint, headers=dict(exc.headers or {}))

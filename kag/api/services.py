@@ -27,6 +27,18 @@ log = logging.getLogger("kag.api")
 TOUCH_INTERVAL_S = 60.0
 
 
+#: after the drain window, how long interrupted answers get to write their audit record and answer
+INTERRUPT_GRACE_S = 10.0
+
+
+def shutdown_drain_s(settings: Settings) -> float:
+    """How long in-flight requests may run on after SIGTERM: KAG_API_SHUTDOWN_TIMEOUT_S, else the request
+    timeout (the longest a non-streamed answer may take, so with the defaults no answer is cut)."""
+    if settings.api_shutdown_timeout_s is not None:
+        return settings.api_shutdown_timeout_s
+    return settings.api_request_timeout_s
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -41,6 +53,9 @@ class Services:
     batcher: MicroBatcher = field(init=False)
     worker: IngestWorker = field(init=False)
     graph_worker: GraphWorker = field(init=False)
+    #: set when the drain window after SIGTERM has run out: answers still generating stop and are audited
+    interrupt: threading.Event = field(default_factory=threading.Event)
+    _drain_timer: threading.Timer | None = None
     _touched: dict[str, float] = field(default_factory=dict)
     _retrievers: dict[str, Retriever] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -96,12 +111,22 @@ class Services:
         self.worker.start()
         self.ready = True
 
+    def begin_shutdown(self, drain_s: float) -> None:
+        """SIGTERM: stop reporting ready, and interrupt the answers still running after `drain_s` (idempotent)."""
+        self.ready = False
+        if self._drain_timer is None:
+            self._drain_timer = threading.Timer(drain_s, self.interrupt.set)
+            self._drain_timer.daemon = True
+            self._drain_timer.start()
+
     def stop(self, *, close_runtime: bool) -> None:
         """Stop the ingestion worker at a safe point, the batcher, the tracer; close the runtime if owned."""
         self.ready = False
-        if hasattr(self, "worker") and not self.worker.stop(timeout=self.settings.api_shutdown_timeout_s):
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        if hasattr(self, "worker") and not self.worker.stop(timeout=shutdown_drain_s(self.settings)):
             log.warning("the ingestion worker did not stop in time; its job will be resumed at the next start")
-        if hasattr(self, "graph_worker") and not self.graph_worker.stop(timeout=self.settings.api_shutdown_timeout_s):
+        if hasattr(self, "graph_worker") and not self.graph_worker.stop(timeout=shutdown_drain_s(self.settings)):
             log.warning("the graph worker did not stop in time; pending documents are built at the next start")
         if hasattr(self, "batcher"):
             self.batcher.close()

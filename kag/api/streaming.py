@@ -99,3 +99,33 @@ def sse(event: str | None, data: Any) -> bytes:
     """One Server-Sent Event with a JSON payload."""
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+def sse_content(events: dict[str, dict[str, Any]], *, example: str) -> dict[str, Any]:
+    """The OpenAPI `content` of a text/event-stream response, as each event is read by an SSE parser.
+
+    Under OpenAPI 3.1 the `schema` of an event stream describes one event: `{"event": name, "data": text}`
+    (`id`, `retry` when sent). Each event type is one `oneOf` branch naming the JSON schema of its `data`
+    (`contentSchema`); an event without an `event:` line is a `message`.
+    """
+    variants = [
+        {
+            "title": f"{name} event",
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"const": name},
+                "data": {"type": "string", **data},
+                "id": {"type": "string"},
+                "retry": {"type": "integer"},
+            },
+        }
+        for name, data in events.items()
+    ]
+    return {"text/event-stream": {"schema": {"oneOf": variants}, "example": example}}
+
+
+def json_data(ref: str | None = None, **schema: Any) -> dict[str, Any]:
+    """The `data` of an event: JSON text whose schema is a component (`ref`) or the given one."""
+    content = {"$ref": f"#/components/schemas/{ref}"} if ref else schema
+    return {"contentMediaType": "application/json", "contentSchema": content}

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kag.errors import ConfigurationError, KagError
 from kag.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def resolve_port(settings: Settings, option: int | None, environ: dict[str, str]) -> int:
@@ -37,8 +41,6 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the HTTP API (docs at /docs, audit review page at /ui/audit) until SIGTERM or Ctrl-C."""
-    import uvicorn
-
     from kag.api import create_app
 
     try:
@@ -49,23 +51,41 @@ def serve(
         raise typer.Exit(1) from None
     logging.getLogger("kag").setLevel(logging.INFO)
     app = create_app(settings)
+    if not run_server(app, settings, host=host or settings.api_host, port=bind_port, log_level=log_level):
+        # the lifespan failed (e.g. the data dir is locked): uvicorn logged why
+        raise typer.Exit(1)
+
+
+def run_server(app: FastAPI, settings: Settings, *, host: str, port: int, log_level: str = "info") -> bool:
+    """Serve `app` with uvicorn until SIGTERM/SIGINT, drain, shut down; False if it never started.
+
+    On the signal uvicorn stops accepting connections and in-flight requests run on for the drain window
+    (KAG_API_SHUTDOWN_TIMEOUT_S, by default the request timeout); answers still generating after it stop,
+    are audited as interrupted and answer a 503 in the error envelope, within INTERRUPT_GRACE_S. Only then
+    would uvicorn cancel what is left (a plain-text 500), so with working stores no request ends that way.
+    """
+    import uvicorn
+
+    from kag.api.services import INTERRUPT_GRACE_S, shutdown_drain_s
+
+    drain_s = shutdown_drain_s(settings)
     config = uvicorn.Config(
         app,
-        host=host or settings.api_host,
-        port=bind_port,
+        host=host,
+        port=port,
         log_level=log_level,
-        # on SIGTERM/SIGINT uvicorn stops accepting, lets in-flight requests finish for this long,
-        # then runs the lifespan shutdown (ingestion stops at a safe point, stores close)
-        timeout_graceful_shutdown=int(settings.api_shutdown_timeout_s),
+        timeout_graceful_shutdown=math.ceil(drain_s + INTERRUPT_GRACE_S),
         lifespan="on",
     )
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            # the ingestion job stops at its next safe point at once, while in-flight requests drain
             services = getattr(app.state, "services", None)
-            if services is not None and hasattr(services, "worker"):
-                services.worker.request_stop()
+            if services is not None:
+                # the ingestion job stops at its next safe point at once, while in-flight requests drain
+                if hasattr(services, "worker"):
+                    services.worker.request_stop()
+                services.begin_shutdown(drain_s)
             super().handle_exit(sig, frame)
 
     server = Server(config)
@@ -74,6 +94,4 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     server.run()
-    if not server.started:
-        # the lifespan failed (e.g. the data dir is locked): uvicorn logged why
-        raise typer.Exit(1)
+    return bool(server.started)

@@ -14,7 +14,7 @@ from kag.api.auth import Action, require, scoped_collections, services
 from kag.api.errors import status_for
 from kag.api.schemas import AskRequest, AskResponse, Filters, SearchRequest, SearchResponse
 from kag.api.services import Services
-from kag.api.streaming import ThreadStream, sse
+from kag.api.streaming import ThreadStream, json_data, sse, sse_content
 from kag.api.tracing import record_stages
 from kag.errors import InvalidRequestError, KagError
 from kag.keys import ApiKey
@@ -89,18 +89,27 @@ async def answer_events(
     endpoint: str,
     *,
     history: list[tuple[str, str]] | None = None,
+    deadline: float | None = None,
+    whole: bool = True,
 ) -> AsyncIterator[tuple[str, Any]]:
     """The pipeline's ("token", str) and ("final", AnswerResult) events, on a slot of the generation queue.
 
-    The slot is taken before the first event (so a full queue is a 503, never a hung stream) and given
-    back only when the pipeline thread has ended, even if the client went away first.
+    The slot is taken before the first event (so a full queue, or one too slow for `deadline`, is a 503,
+    never a hung stream or a 504) and given back only when the pipeline thread has ended, even if the
+    client went away first. Past the drain window of a shutdown the pipeline stops and audits the answer.
     """
-    slot = await svc.gate.acquire()
+    slot = await svc.gate.acquire(deadline, whole=whole)
     pipeline = svc.runtime.answer_pipeline
 
     def run() -> Any:
         return pipeline.stream(
-            question, collections, principal=key.id, policy=policy, filters=flt, history=history or ()
+            question,
+            collections,
+            principal=key.id,
+            policy=policy,
+            filters=flt,
+            history=history or (),
+            cancel=svc.interrupt,
         )
 
     tokens = svc.metrics.tokens.labels(endpoint=endpoint)
@@ -128,12 +137,14 @@ def _prepare(svc: Services, key: ApiKey, body: AskRequest) -> tuple[list[str], A
     response_model=AskResponse,
     responses={
         200: {
-            "content": {
-                "text/event-stream": {
-                    "schema": {"type": "string"},
-                    "example": 'event: token\ndata: {"text":"According"}\n\nevent: final\ndata: {...}\n\n',
-                }
-            },
+            "content": sse_content(
+                {
+                    "token": json_data(type="object", required=["text"], properties={"text": {"type": "string"}}),
+                    "final": json_data("AskResponse"),
+                    "error": json_data("ErrorEnvelope"),
+                },
+                example='event: token\ndata: {"text":"According"}\n\nevent: final\ndata: {"answer": ...}\n\n',
+            ),
             "description": "JSON answer, or with `stream: true` / `Accept: text/event-stream`: `token` events "
             '(`{"text": ...}`, the model\'s raw output) then one `final` event (the verified answer, as the JSON '
             "response) or one `error` event (the error envelope).",
@@ -145,8 +156,12 @@ async def ask(body: AskRequest, request: Request, key: Annotated[ApiKey, Depends
     svc = services(request)
     collections, flt = await run_in_threadpool(_prepare, svc, key, body)
     policy = body.policy.value if body.policy else None
-    events = answer_events(svc, key, body.question, collections, policy, flt, "ask")
-    if not wants_stream(request, body.stream):
+    streamed = wants_stream(request, body.stream)
+    deadline = getattr(request.state, "deadline", None)
+    events = answer_events(
+        svc, key, body.question, collections, policy, flt, "ask", deadline=deadline, whole=not streamed
+    )
+    if not streamed:
         result: AnswerResult | None = None
         async for kind, value in events:
             if kind == "final":
@@ -159,8 +174,12 @@ async def ask(body: AskRequest, request: Request, key: Annotated[ApiKey, Depends
 
 
 def error_event(exc: BaseException) -> bytes:
+    body: dict[str, Any]
     if isinstance(exc, KagError):
         body = {"code": exc.code, "type": exc.code, "message": exc.message, "hint": exc.hint, "status": status_for(exc)}
+        details = {k: v for k, v in exc.context.items() if isinstance(v, str | int | float | bool)}
+        if details:  # e.g. the audit id of an interrupted answer
+            body["details"] = details
     else:
         body = {"code": "internal_error", "type": "internal_error", "message": "internal error", "status": 500}
     return sse("error", {"error": body})

@@ -21,7 +21,7 @@ from kag.api.auth import Action, require, services
 from kag.api.routers.answers import SSE_HEADERS, error_event, wants_stream
 from kag.api.schemas import EmbedRequest, EmbedResponse, GenerateRequest, GenerateResponse, OpenAIEmbeddingRequest
 from kag.api.services import Services
-from kag.api.streaming import ThreadStream, sse
+from kag.api.streaming import ThreadStream, json_data, sse, sse_content
 from kag.errors import InvalidRequestError
 from kag.keys import ApiKey
 
@@ -84,7 +84,21 @@ def list_models(request: Request, _: Annotated[ApiKey, Depends(require(Action.MO
     "/generate",
     summary="Raw local-LLM completion (top-k/top-p sampling); served in order from the bounded generation queue",
     response_model=GenerateResponse,
-    responses={503: {"description": "The generation queue is full (Retry-After says when to retry)"}},
+    responses={
+        200: {
+            "content": sse_content(
+                {
+                    "token": json_data(type="object", required=["text"], properties={"text": {"type": "string"}}),
+                    "final": json_data("GenerateResponse"),
+                    "error": json_data("ErrorEnvelope"),
+                },
+                example='event: token\ndata: {"text":"Hello"}\n\nevent: final\ndata: {"text": "Hello", ...}\n\n',
+            ),
+            "description": "JSON, or with `stream: true` / `Accept: text/event-stream`: `token` events, then one "
+            "`final` event (the JSON response) or one `error` event (the error envelope).",
+        },
+        503: {"description": "The generation queue is full (Retry-After says when to retry)"},
+    },
 )
 async def generate(
     body: GenerateRequest, request: Request, _: Annotated[ApiKey, Depends(require(Action.MODELS))]

@@ -28,6 +28,7 @@ from fastapi.responses import StreamingResponse
 from kag.api.auth import Action, require, scoped_collections, services
 from kag.api.routers.answers import SSE_HEADERS, answer_events, error_event
 from kag.api.schemas import ChatCompletionRequest
+from kag.api.streaming import json_data, sse_content
 from kag.errors import InvalidRequestError
 from kag.keys import ApiKey
 
@@ -72,7 +73,21 @@ def _kag(result: Any) -> dict[str, Any]:
 @router.post(
     "/chat/completions",
     summary="OpenAI-compatible chat completion, answered from the knowledge base with citations",
-    responses={503: {"description": "The generation queue is full (Retry-After says when to retry)"}},
+    responses={
+        200: {
+            "content": sse_content(
+                {
+                    # `chat.completion.chunk` objects, then the text `[DONE]`, as OpenAI streams them
+                    "message": {"description": "a `chat.completion.chunk` as JSON, or `[DONE]` at the end"},
+                    "error": json_data("ErrorEnvelope"),
+                },
+                example='data: {"object":"chat.completion.chunk", ...}\n\ndata: [DONE]\n\n',
+            ),
+            "description": "A `chat.completion` object, or with `stream: true` OpenAI's stream of "
+            "`chat.completion.chunk` events ending in `[DONE]` (an `error` event on failure).",
+        },
+        503: {"description": "The generation queue is full (Retry-After says when to retry)"},
+    },
 )
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, key: Annotated[ApiKey, Depends(require(Action.ASK))]
@@ -82,7 +97,19 @@ async def chat_completions(
     requested = body.collections or ([body.collection] if body.collection else None)
     collections = await run_in_threadpool(scoped_collections, key, requested, svc.known_collections())
     policy = body.policy.value if body.policy else None
-    events = answer_events(svc, key, question, collections, policy, None, "chat", history=_history(body))
+    deadline = getattr(request.state, "deadline", None)
+    events = answer_events(
+        svc,
+        key,
+        question,
+        collections,
+        policy,
+        None,
+        "chat",
+        history=_history(body),
+        deadline=deadline,
+        whole=not body.stream,
+    )
     created = int(time.time())
     generator = svc.runtime.generator
     if not body.stream:

@@ -40,6 +40,8 @@ class LiveServer:
         self.env.pop("KAG_API_PORT", None)
         self.log = log or data_dir.parent / f"serve-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        #: the server process; subclasses may run another entry point over the same settings
+        self.command = [sys.executable, "-m", "kag.cli", "serve", "--log-level", "warning"]
 
     def kag(self, *args: str) -> str:
         """Run a `kag` command against the same data dir; its stdout."""
@@ -62,7 +64,7 @@ class LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kag.cli", "serve", "--log-level", "warning"],
+            self.command,
             env=self.env,
             stdout=handle,
             stderr=subprocess.STDOUT,

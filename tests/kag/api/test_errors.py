@@ -65,6 +65,7 @@ def test_status_of_every_error_class_is_pinned() -> None:
         errors.DataDirLockedError: 503,
         errors.ExecutorError: 503,
         errors.OverloadedError: 503,
+        errors.AnswerInterruptedError: 503,
         errors.RequestTimeoutError: 504,
     }
     for cls, status in expected.items():
