@@ -45,7 +45,9 @@ PROBE_YES = " yes\nAnswer:"
 # The answerability threshold tuned per model on a seeded SQuAD 2.0 sample (docs/evaluation.md), by the
 # sha256 of the GGUF weights; other files get 0 (the probe is recorded, it decides nothing).
 TUNED_MIN_ANSWERABLE = {
-    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32": 0.5,  # qwen2.5-coder-0.5b Q4_K_M
+    # qwen2.5-coder-0.5b Q4_K_M: its P(yes) sits at 0.65-0.85 for answerable and unanswerable SQuAD 2.0
+    # questions alike, so the best threshold on the tuning sample (Youden's J) is 0: recorded, not deciding
+    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32": 0.0,
 }
 
 

