@@ -61,6 +61,8 @@ def test_status_of_every_error_class_is_pinned() -> None:
         errors.ConfigurationError: 500,
         errors.MissingDependencyError: 500,
         errors.ModelLoadError: 500,
+        errors.ModelInstallError: 500,
+        errors.ModelVerificationError: 500,
         errors.StoreError: 503,
         errors.AuditWriteError: 503,
         errors.DataDirLockedError: 503,
