@@ -262,7 +262,11 @@ class CitationOut(BaseModel):
 class SentenceOut(BaseModel):
     text: str
     original: str
-    supported: bool
+    supported: bool = Field(description="Whether the shown text is backed by the sources (a quote always is).")
+    model_supported: bool = Field(
+        False, description="Whether the sentence as the model wrote it is backed (false for a replaced one)."
+    )
+    label: str = Field("", description='What a reader is told, e.g. "replaced (model sentence unsupported)".')
     score: float
     action: str
     citations: list[CitationOut]
@@ -284,8 +288,15 @@ class SourceOut(BaseModel):
 
 class AskResponse(BaseModel):
     question: str
+    asked: str | None = Field(None, description="The question as asked, when a follow-up was rewritten.")
     collections: list[str]
     answer: str
+    short_answer: str | None = Field(
+        None, description="The phrase of the verified answer that answers the question (a name, number, yes/no)."
+    )
+    p_answerable: float | None = Field(
+        None, description="The model's probability, read before it wrote anything, that the sources answer."
+    )
     abstained: bool
     policy: str
     reason: str
