@@ -38,6 +38,8 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any], Action]] = [
     ("POST", "/v1/generate", {"json": {"prompt": "Hello", "max_tokens": 2}}, Action.MODELS),
     ("GET", "/v1/audit", {}, Action.AUDIT_READ),
     ("GET", "/v1/audit/verify", {}, Action.AUDIT_READ),
+    ("GET", "/v1/audit/head", {}, Action.AUDIT_READ),
+    ("GET", "/v1/audit/export", {}, Action.AUDIT_READ),
     ("GET", "/v1/audit/a_missing", {}, Action.AUDIT_READ),
     ("GET", "/v1/keys", {}, Action.KEYS_MANAGE),
     ("POST", "/v1/keys", {"json": {"name": "m", "role": "reader", "collections": ["hr"]}}, Action.KEYS_MANAGE),
@@ -75,7 +77,8 @@ def test_role_by_endpoint(api: Api, role: str) -> None:
             assert not denied_by_role and r.status_code < 500 and r.status_code != 401, (role, method, path, r.text)
         else:
             assert denied_by_role, (role, method, path, r.status_code, r.text)
-            assert body["error"]["code"] == "forbidden" and f"a {role} key may not" in body["error"]["message"]
+            article = "an" if role in ("admin", "auditor") else "a"
+            assert body["error"]["code"] == "forbidden" and f"{article} {role} key may not" in body["error"]["message"]
 
 
 def test_no_key_bad_key_and_revoked_key_get_401_everywhere(api: Api) -> None:
