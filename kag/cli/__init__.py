@@ -563,7 +563,9 @@ def command_paths() -> list[list[str]]:
         # duck-typed: Typer vendors its own click, whose Group is not click.Group
         subcommands = getattr(command, "commands", None)
         if subcommands:
-            return [path for name, sub in subcommands.items() for path in walk(sub, [*prefix, name])]
+            # a group that runs on its own (`kag documents`) is a command too
+            own = [prefix] if prefix and getattr(command, "invoke_without_command", False) else []
+            return own + [path for name, sub in subcommands.items() for path in walk(sub, [*prefix, name])]
         return [prefix]
 
     return walk(typer.main.get_command(app), [])

@@ -158,7 +158,7 @@ def verify(
     if expect_head:
         anchors.append("the expected head is in it")
     suffix = f" ({'; '.join(anchors)})" if anchors else ""
-    out.print(f"audit chain intact: {report.checked} records{suffix}", highlight=False)
+    out.print(f"audit chain intact: {report.checked} records{suffix}", highlight=False, soft_wrap=True)
 
 
 @audit_app.command()
@@ -179,7 +179,7 @@ def checkpoint() -> None:
     """Verify the chain and append a signed checkpoint of its head to KAG_AUDIT_CHECKPOINT_PATH now."""
     with _audit_log() as log:
         written = log.checkpoint()
-    out.print(f"checkpoint: {written.count} records, head {written.head}", highlight=False)
+    out.print(f"checkpoint: {written.count} records, head {written.head}", highlight=False, soft_wrap=True)
 
 
 @audit_app.command()
