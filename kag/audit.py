@@ -645,15 +645,15 @@ def _entry(row: Row[Any]) -> AuditEntry:
         problem = broken(BreakReason.HASH_MISMATCH, "its stored hash does not cover its payload")
     else:
         problem = _check_fields(row, broken)
-    collections = body.get("collections")
-    if not isinstance(collections, list) or not all(isinstance(c, str) for c in collections):
-        collections = []  # no collections: visible to no scoped key
+    hashed: Any = body.get("collections")
+    if not isinstance(hashed, list) or not all(isinstance(c, str) for c in hashed):
+        hashed = []  # no collections: visible to no scoped key
     return AuditEntry(
         id=row.id,
         seq=row.seq,
         created_at=_payload_time(body.get("created_at"), row.created_at),
         principal=str(body.get("principal", "")),
-        collections=tuple(collections),
+        collections=tuple(hashed),
         question=str(body.get("question", "")),
         body=body,
         prev_hash=row.prev_hash,
