@@ -112,8 +112,8 @@ async function checkChain() {
     const report = await api("/v1/audit/verify");
     box.className = report.ok ? "chain ok" : "chain broken";
     box.textContent = report.ok
-      ? `Hash chain intact: ${report.checked} records verified, head ${report.head_hash.slice(0, 16)}…`
-      : `Hash chain BROKEN at record ${report.broken.id} (seq ${report.broken.seq}): ${report.broken.reason}: ${report.broken.detail}`;
+      ? `Hash chain intact: ${report.checked} records verified, head ${report.head_hash.slice(0, 16)}…${report.checkpoints ? `, ${report.checkpoints} signed checkpoints agree` : ""}`
+      : `Hash chain BROKEN ${report.broken.id ? `at record ${report.broken.id} (seq ${report.broken.seq})` : "at its checkpoints"}: ${report.broken.reason}: ${report.broken.detail}`;
   } catch (err) {
     box.className = "chain broken";
     box.textContent = `Cannot verify the chain: ${err.message}`;
