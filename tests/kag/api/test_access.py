@@ -146,3 +146,12 @@ def test_documents_and_audit_outside_the_scope_do_not_exist(api: Api, answered: 
     assert api.client.get(f"/v1/audit/{audit_id}", headers=h).status_code == 404
     assert all(r["collections"] == ["eng"] for r in api.client.get("/v1/audit", headers=h).json()["records"])
     assert api.client.get("/v1/audit?collection=hr", headers=h).status_code == 403
+
+
+def test_an_auditor_asking_is_told_in_plain_words(api: Api) -> None:
+    for path, body in (
+        ("/v1/ask", {"question": "What is PTO?"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "What is PTO?"}]}),
+    ):
+        r = api.client.post(path, json=body, headers=api.h("auditor"))
+        assert r.status_code == 403 and r.json()["error"]["message"] == "an auditor key may not ask", r.text

@@ -6,12 +6,15 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, update
 
+from kag.ledger.models import AuditRecordRow
 from tests.kag.api.conftest import Live
 
 pytestmark = pytest.mark.slow
@@ -148,6 +151,27 @@ def test_auditor_reviews_an_answer_in_the_browser(live: Live, tmp_path: Path) ->
             passage = cite.locator(".passage").text_content() or ""
             assert expected_span in passage and len(passage) > len(expected_span)
             page.screenshot(path=str(tmp_path / "audit-review.png"), full_page=True)
+
+            # an SQL edit of the question column: the page shows what was hashed, marked altered
+            engine = create_engine(f"sqlite:///{live.server.data_dir / 'ledger.sqlite3'}")
+            table = AuditRecordRow.__table__
+            where = table.c.id == answer["audit_id"]
+            try:
+                with engine.begin() as conn:
+                    conn.execute(update(table).where(where).values(question="Forged question?"))
+                page.click("#filters button[type=submit]")
+                expect(row).to_have_class(re.compile(r"\baltered\b"))
+                expect(row.locator(".question")).to_have_text(answer["question"])
+                expect(row.locator(".verdicts")).to_contain_text("ALTERED")
+                row.click()
+                expect(detail.locator("h2")).to_have_text(answer["question"])
+                expect(detail.locator("dd.intact")).to_contain_text("ALTERED")
+            finally:
+                with engine.begin() as conn:
+                    conn.execute(update(table).where(where).values(question=answer["question"]))
+                engine.dispose()
+            page.click("#filters button[type=submit]")
+            expect(row).not_to_have_class(re.compile(r"\baltered\b"))
         finally:
             browser.close()
     assert (tmp_path / "audit-review.png").stat().st_size > 10_000
