@@ -161,13 +161,13 @@ def test_documents_show_prints_excerpt_chunks_pages_and_graph(
     assert code == 0
     assert "Kestrel release guide" in out and filled["document"] in out
     assert "Kestrel releases ship every Tuesday." in out
-    assert "pages      1-2" in out and "2 entities, 2 mentions, 1 relations" in out
+    assert "pages      1-2" in out and "done: 2 entities, 2 mentions, 1 relations" in out
     assert "Chunks (2)" in out and "Kestrel > Rollbacks" in out
 
     code, out, _ = run(env, "documents", "show", filled["document"], "--json")
     data = json.loads(out)
     assert code == 0 and data["excerpt"] == TEXT and data["pages"] == [1, 2]
-    assert data["graph"] == {"entities": 2, "mentions": 2, "relations": 1}
+    assert data["graph"] == {"status": "done", "error": None, "entities": 2, "mentions": 2, "relations": 1}
     assert [(c["ordinal"], c["char_start"], c["page"]) for c in data["chunks"]] == [(0, 0, 1), (1, TEXT.index("R"), 2)]
     assert data["status"] == "indexed" and data["characters"] == len(TEXT)
 
