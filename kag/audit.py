@@ -25,8 +25,15 @@ the canonical JSON of that object (see `canonical_json`), and a record's
 ``seq`` order (64 zeros for the first). `AuditLog.verify` recomputes every hash and link, so a
 change to any stored field, a deleted record, an inserted record and reordered records are all
 found. What a chain alone cannot show is the loss of its newest records, or a rewrite of the
-chain from some record on by someone who recomputes every later hash: keep
-`ChainReport.head_hash` somewhere else (a ticket, a log shipper) and compare it later.
+chain from some record on by someone who recomputes every later hash. Two anchors outside the
+ledger show both: a head hash kept elsewhere (`AuditLog.head`, `kag audit head`; compare with
+`verify(expect_head=...)`), and a file of HMAC-signed checkpoints written as records are appended
+(`kag.audit_checkpoints`; `verify` checks them).
+
+What is read back is what was hashed: `AuditEntry` takes principal, collections, question and time
+from the payload, never from the columns kept beside it for filtering, and says whether the record
+is intact (its hash verifies and the columns agree with the payload). A record whose payload cannot
+be read is still listed, marked, so one bad row never hides the others.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -47,18 +54,21 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Connection, Table, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from kag.errors import AuditWriteError, NotFoundError, StoreError
+from kag.errors import AuditWriteError, InvalidRequestError, NotFoundError, StoreError
 from kag.ledger.models import AuditRecordRow
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
+    from kag.audit_checkpoints import Checkpoint, CheckpointFile
     from kag.ledger import Ledger
 
 GENESIS_HASH = "0" * 64
 REQUIRED_FIELDS = ("principal", "collections", "question")
 #: keys the log writes itself; a body that carries them is refused rather than silently overwritten
 RESERVED_FIELDS = ("id", "created_at")
+#: the `error` of a record whose payload is not a JSON object
+UNREADABLE_PAYLOAD = "unreadable payload"
 
 # the key of the PostgreSQL advisory lock that serializes appends ("kag_audi" as a 64-bit int);
 # every process that writes the audit log takes the same one
@@ -135,7 +145,12 @@ def _as_utc(value: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One stored audit record; `body` is its hashed payload (the given body plus id and created_at)."""
+    """One stored audit record; `body` is its hashed payload (the given body plus id and created_at).
+
+    principal, collections, question and created_at are read from the payload. `intact` is False when
+    the stored hash does not cover the payload or the columns beside it disagree with it; `error` then
+    says why. A record whose payload cannot be read has an empty body, the columns' (unverified)
+    values, and `error` == UNREADABLE_PAYLOAD."""
 
     id: str
     seq: int
@@ -146,6 +161,12 @@ class AuditEntry:
     body: dict[str, Any]
     prev_hash: str
     hash: str
+    intact: bool = True
+    error: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.error != UNREADABLE_PAYLOAD
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -157,26 +178,48 @@ class AuditEntry:
             "question": self.question,
             "prev_hash": self.prev_hash,
             "hash": self.hash,
+            "intact": self.intact,
+            "error": self.error,
             "body": self.body,
         }
 
 
+@dataclass(frozen=True, slots=True)
+class AuditHead:
+    """The newest record of the chain as stored now (not verified): keep `hash` elsewhere to compare later."""
+
+    count: int
+    seq: int | None
+    id: str | None
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "head_seq": self.seq, "head_id": self.id, "head_hash": self.hash}
+
+
 class BreakReason(StrEnum):
-    """Why `verify` stopped at a record."""
+    """Why `verify` stopped at a record, or why an anchor outside the ledger disagrees with it."""
 
     HASH_MISMATCH = "hash_mismatch"
     BROKEN_LINK = "broken_link"
     MISSING_RECORD = "missing_record"
     OUT_OF_ORDER = "out_of_order"
     FIELD_MISMATCH = "field_mismatch"
+    #: the chain is shorter than a checkpoint says, or lacks the expected head: its newest records are gone
+    TRUNCATED = "truncated"
+    #: record number `count` of the chain is not the one a checkpoint signed: the chain was rewritten
+    CHECKPOINT_MISMATCH = "checkpoint_mismatch"
+    #: a checkpoint line fails its HMAC (or is not a checkpoint): the file was altered
+    BAD_CHECKPOINT = "bad_checkpoint"
 
 
 @dataclass(frozen=True, slots=True)
 class ChainBreak:
-    """The first record at which the chain does not hold, and why."""
+    """The first record at which the chain does not hold, and why; `id`/`seq` are None when the problem
+    is in the checkpoint file or the chain is empty."""
 
-    id: str
-    seq: int
+    id: str | None
+    seq: int | None
     reason: BreakReason
     detail: str
 
@@ -186,12 +229,14 @@ class ChainBreak:
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:
-    """The result of `AuditLog.verify`: records checked, the last good head, the first break if any."""
+    """The result of `AuditLog.verify`: records checked, the last good head, the first break if any,
+    and how many signed checkpoints were compared with the chain."""
 
     checked: int
     head_seq: int | None
     head_hash: str
     broken: ChainBreak | None = None
+    checkpoints: int = 0
 
     @property
     def ok(self) -> bool:
@@ -204,6 +249,7 @@ class ChainReport:
             "head_seq": self.head_seq,
             "head_hash": self.head_hash,
             "broken": self.broken.to_dict() if self.broken else None,
+            "checkpoints": self.checkpoints,
         }
 
 
@@ -213,9 +259,13 @@ class ChainReport:
 class AuditLog:
     """Append, read and verify the hash-chained audit records in the ledger."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, checkpoints: CheckpointFile | None = None, checkpoint_every: int = 1) -> None:
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
         self._ledger = ledger
         self._engine = ledger.engine
+        self.checkpoints = checkpoints
+        self._checkpoint_every = checkpoint_every
 
     # --- writing --------------------------------------------------------------------------
     def append(self, body: Mapping[str, Any]) -> AuditEntry:
@@ -229,19 +279,36 @@ class AuditLog:
         last_error: SQLAlchemyError | None = None
         for _ in range(_APPEND_ATTEMPTS):
             try:
-                return self._append_once(plain)
+                entry, count = self._append_once(plain)
+                break
             except IntegrityError as exc:
                 last_error = exc
             except SQLAlchemyError as exc:
                 last_error = exc
-                break
-        raise AuditWriteError(
-            f"cannot write the audit record to the ledger at {self._ledger.safe_url}: "
-            f"{last_error.__class__.__name__}: {last_error}",
-            hint="the answer must not be returned without it; check the database, then `kag audit verify`",
-        ) from last_error
+                raise self._write_error(exc) from exc
+        else:
+            assert last_error is not None
+            raise self._write_error(last_error) from last_error
+        if self.checkpoints is not None and count is not None and count % self._checkpoint_every == 0:
+            # after the commit, so a checkpoint never vouches for a record that was rolled back
+            try:
+                self.checkpoints.append(count, entry.seq, entry.hash)
+            except StoreError as exc:
+                raise AuditWriteError(
+                    f"the audit record {entry.id} is stored but its checkpoint is not: {exc.message}",
+                    hint="the answer must not be returned without it; fix the file, then `kag audit checkpoint`",
+                ) from exc
+        return entry
 
-    def _append_once(self, plain: dict[str, Any]) -> AuditEntry:
+    def _write_error(self, exc: SQLAlchemyError) -> AuditWriteError:
+        return AuditWriteError(
+            f"cannot write the audit record to the ledger at {self._ledger.safe_url}: {exc.__class__.__name__}: {exc}",
+            hint="the answer must not be returned without it; check the database, then `kag audit verify`",
+        )
+
+    def _append_once(self, plain: dict[str, Any]) -> tuple[AuditEntry, int | None]:
+        """Insert one record; with checkpoints on, also the chain's length counted under the write lock."""
+        count: int | None = None
         with self._write_transaction() as conn:
             # the head is read under the write lock, so no other writer can chain onto it too
             last = conn.execute(select(_TABLE.c.hash).order_by(_TABLE.c.seq.desc()).limit(1)).scalar()
@@ -266,7 +333,9 @@ class AuditLog:
                 )
                 .returning(_TABLE.c.seq)
             ).scalar_one()
-        return AuditEntry(
+            if self.checkpoints is not None:
+                count = int(conn.execute(select(func.count()).select_from(_TABLE)).scalar_one())
+        entry = AuditEntry(
             id=record_id,
             seq=seq,
             created_at=created_at,
@@ -277,6 +346,7 @@ class AuditLog:
             prev_hash=prev_hash,
             hash=digest,
         )
+        return entry, count
 
     @contextmanager
     def _write_transaction(self) -> Iterator[Connection]:
@@ -368,9 +438,83 @@ class AuditLog:
         with self._reading() as conn:
             return int(conn.execute(select(func.count()).select_from(_TABLE)).scalar() or 0)
 
+    def head(self) -> AuditHead:
+        """The newest record as stored now and the number of records (unverified: `verify` says if they hold)."""
+        with self._reading() as conn:
+            count = int(conn.execute(select(func.count()).select_from(_TABLE)).scalar() or 0)
+            row = conn.execute(
+                select(_TABLE.c.id, _TABLE.c.seq, _TABLE.c.hash).order_by(_TABLE.c.seq.desc()).limit(1)
+            ).first()
+        if row is None:
+            return AuditHead(count=0, seq=None, id=None, hash=GENESIS_HASH)
+        return AuditHead(count=count, seq=row.seq, id=row.id, hash=row.hash)
+
+    def checkpoint(self) -> Checkpoint:
+        """Verify the chain and sign its head into the checkpoint file now; StoreError if it does not hold."""
+        if self.checkpoints is None:
+            raise InvalidRequestError(
+                "no audit checkpoint file is configured",
+                hint="set KAG_AUDIT_CHECKPOINT_PATH and KAG_AUDIT_HMAC_KEY",
+            )
+        # the first checkpoint has no file to compare with yet: the chain alone is verified
+        report = self.verify() if self.checkpoints.path.exists() else self._walk(1000, {})
+        if report.broken is not None:
+            raise StoreError(
+                f"the audit chain does not hold, so its head is not signed: {report.broken.detail}",
+                hint="run `kag audit verify`",
+            )
+        return self.checkpoints.append(report.checked, report.head_seq or 0, report.head_hash)
+
     # --- verifying ------------------------------------------------------------------------
-    def verify(self, *, page_size: int = 1000) -> ChainReport:
-        """Walk the chain in `seq` order, a page at a time, and report the first record that does not hold."""
+    def verify(
+        self,
+        *,
+        page_size: int = 1000,
+        expect_head: str | None = None,
+        checkpoints: CheckpointFile | None = None,
+    ) -> ChainReport:
+        """Walk the chain in `seq` order, a page at a time, and report the first record that does not hold.
+
+        With `expect_head` (a head hash noted earlier) the chain must still contain that record; with
+        checkpoints (`checkpoints`, else the log's own file if it has one) every signed line must verify
+        and name a record the chain still holds at that position. Both catch a removed tail."""
+        source = checkpoints if checkpoints is not None else self.checkpoints
+        signed: dict[int, list[Checkpoint]] = {}
+        lines = 0
+        if source is not None:
+            # read before the head is fixed: every line then names a record committed before it
+            read = source.read()
+            if read.bad:
+                bad = read.bad[0]
+                return ChainReport(
+                    checked=0,
+                    head_seq=None,
+                    head_hash=GENESIS_HASH,
+                    broken=ChainBreak(
+                        id=None,
+                        seq=None,
+                        reason=BreakReason.BAD_CHECKPOINT,
+                        detail=f"line {bad.line} of the checkpoint file {read.path} cannot be trusted: {bad.reason}",
+                    ),
+                    checkpoints=len(read.checkpoints),
+                )
+            for cp in read.checkpoints:
+                signed.setdefault(cp.count, []).append(cp)
+            lines = len(read.checkpoints)
+        if expect_head is not None:
+            expect_head = expect_head.strip().lower()
+            if len(expect_head) != 64 or any(ch not in "0123456789abcdef" for ch in expect_head):
+                raise InvalidRequestError(
+                    f"the expected head {expect_head!r} is not a sha256 hash (64 hex digits)",
+                    hint="take it from `kag audit head`",
+                )
+        report = self._walk(page_size, signed)
+        report = dataclasses.replace(report, checkpoints=lines)
+        if report.broken is not None:
+            return report
+        return self._check_tail(report, signed, expect_head)
+
+    def _walk(self, page_size: int, signed: dict[int, builtins.list[Checkpoint]]) -> ChainReport:
         with self._reading() as conn:
             # records appended while verify runs are left for the next run, so it always ends
             head = conn.execute(select(func.max(_TABLE.c.seq))).scalar()
@@ -389,10 +533,59 @@ class AuditLog:
             for row in rows:
                 checked += 1
                 broken = _check_record(row, prev_seq, prev_hash, self._find_by_hash)
+                if broken is None:
+                    broken = _check_signed(row, checked, signed.get(checked, ()))
                 if broken is not None:
                     return ChainReport(checked=checked, head_seq=prev_seq, head_hash=prev_hash, broken=broken)
                 prev_seq, prev_hash = row.seq, row.hash
             after = rows[-1].seq
+
+    def _check_tail(
+        self, report: ChainReport, signed: dict[int, builtins.list[Checkpoint]], expect_head: str | None
+    ) -> ChainReport:
+        """An intact chain must still reach the longest checkpoint and hold the expected head."""
+        last = None if report.head_seq is None else self._id_at(report.head_seq)
+        ends = (
+            "the chain is empty"
+            if last is None
+            else f"the chain ends at record {last} (seq {report.head_seq}, record {report.checked})"
+        )
+        if signed:
+            longest = max(signed)
+            if longest > report.checked:
+                cp = signed[longest][0]
+                return dataclasses.replace(
+                    report,
+                    broken=ChainBreak(
+                        id=last,
+                        seq=report.head_seq,
+                        reason=BreakReason.TRUNCATED,
+                        detail=f"{ends}, but checkpoint line {cp.line}, signed {cp.time}, vouches for "
+                        f"{cp.count} records with head {cp.head[:16]}…: the newest "
+                        f"{cp.count - report.checked} record(s) were removed",
+                    ),
+                )
+        if expect_head is not None and expect_head != GENESIS_HASH and not self._in_chain(expect_head, report):
+            return dataclasses.replace(
+                report,
+                broken=ChainBreak(
+                    id=last,
+                    seq=report.head_seq,
+                    reason=BreakReason.TRUNCATED,
+                    detail=f"{ends}, and no record of it has the expected head {expect_head[:16]}…: "
+                    "records at its end were removed, or the chain was rewritten",
+                ),
+            )
+        return report
+
+    def _id_at(self, seq: int) -> str | None:
+        with self._reading() as conn:
+            return conn.execute(select(_TABLE.c.id).where(_TABLE.c.seq == seq)).scalar()
+
+    def _in_chain(self, digest: str, report: ChainReport) -> bool:
+        """Whether the verified part of the chain (seq <= its head) holds a record with this hash."""
+        found = self._find_by_hash(digest)
+        return found is not None and report.head_seq is not None and found[1] <= report.head_seq
 
     def _find_by_hash(self, digest: str) -> tuple[str, int] | None:
         with self._reading() as conn:
@@ -422,24 +615,79 @@ def _validated_body(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _entry(row: Row[Any]) -> AuditEntry:
+    """The record as its hashed payload says, marked not intact where the hash or the columns disagree."""
     try:
         body = json.loads(row.payload)
-    except ValueError as exc:
-        raise StoreError(
-            f"audit record {row.id} (seq {row.seq}) has an unreadable payload",
-            hint="the log was altered; run `kag audit verify`",
-        ) from exc
+    except (TypeError, ValueError):
+        body = None
+    if not isinstance(body, dict):
+        # nothing hashed can be read: show what the columns say, marked, rather than fail the whole list
+        collections = row.collections if isinstance(row.collections, list) else []
+        return AuditEntry(
+            id=row.id,
+            seq=row.seq,
+            created_at=_as_utc(row.created_at),
+            principal=str(row.principal),
+            collections=tuple(str(c) for c in collections),
+            question=str(row.question),
+            body={},
+            prev_hash=row.prev_hash,
+            hash=row.hash,
+            intact=False,
+            error=UNREADABLE_PAYLOAD,
+        )
+
+    def broken(reason: BreakReason, detail: str) -> ChainBreak:
+        return ChainBreak(id=row.id, seq=row.seq, reason=reason, detail=detail)
+
+    problem: ChainBreak | None
+    if chain_hash(row.prev_hash, row.payload) != row.hash:
+        problem = broken(BreakReason.HASH_MISMATCH, "its stored hash does not cover its payload")
+    else:
+        problem = _check_fields(row, broken)
+    hashed: Any = body.get("collections")
+    if not isinstance(hashed, list) or not all(isinstance(c, str) for c in hashed):
+        hashed = []  # no collections: visible to no scoped key
     return AuditEntry(
         id=row.id,
         seq=row.seq,
-        created_at=_as_utc(row.created_at),
-        principal=row.principal,
-        collections=tuple(row.collections),
-        question=row.question,
+        created_at=_payload_time(body.get("created_at"), row.created_at),
+        principal=str(body.get("principal", "")),
+        collections=tuple(hashed),
+        question=str(body.get("question", "")),
         body=body,
         prev_hash=row.prev_hash,
         hash=row.hash,
+        intact=problem is None,
+        error=None if problem is None else problem.detail,
     )
+
+
+def _payload_time(value: Any, column: datetime) -> datetime:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC)
+    return _as_utc(column)
+
+
+def _check_signed(row: Row[Any], number: int, checkpoints: Sequence[Checkpoint]) -> ChainBreak | None:
+    """Whether the chain's record number `number` is the one each checkpoint for that length signed."""
+    for cp in checkpoints:
+        if cp.head != row.hash:
+            return ChainBreak(
+                id=row.id,
+                seq=row.seq,
+                reason=BreakReason.CHECKPOINT_MISMATCH,
+                detail=f"checkpoint line {cp.line}, signed {cp.time}, says record {number} of the chain has "
+                f"hash {cp.head[:16]}…, but it has {row.hash[:16]}…: the chain was rewritten from here on "
+                "or before",
+            )
+    return None
 
 
 def _check_record(

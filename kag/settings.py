@@ -421,6 +421,24 @@ class Settings(BaseSettings):
         1.0, ge=0, description="Weight of the feedback chunks' mean vector added to the query vector (Rocchio)."
     )
 
+    # --- audit anchors outside the ledger (docs/audit.md) --------------------------------
+    audit_checkpoint_path: Path | None = Field(
+        None,
+        description="File of HMAC-signed checkpoints of the audit chain's head (one JSON line each, append-only); "
+        "`kag audit verify` fails when the ledger lost records a checkpoint vouches for. Unset: no checkpoints.",
+    )
+    audit_hmac_key: SecretStr | None = Field(
+        None,
+        description="Secret key (at least 16 bytes) that signs the audit checkpoints; keep it away from the "
+        "ledger's database. Needed when KAG_AUDIT_CHECKPOINT_PATH is set.",
+    )
+    audit_checkpoint_every: int = Field(
+        1,
+        ge=1,
+        description="Write a checkpoint when the chain's length is a multiple of N (1: after every answer); "
+        "the newest N-1 records can be removed unseen by the checkpoints.",
+    )
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_below_size(cls, value: int, info: object) -> int:

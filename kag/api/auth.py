@@ -84,7 +84,7 @@ def require(action: Action) -> Callable[..., Any]:
         svc.touch_key(key)
         if key.role not in allowed:
             raise PermissionDeniedError(
-                f"a {key.role.value} key may not {action.value}",
+                f"{_article(key.role.value)} {key.role.value} key may not {action.value}",
                 hint="roles allowed: " + ", ".join(sorted(r.value for r in allowed)),
                 role=key.role.value,
                 action=action.value,
@@ -92,6 +92,10 @@ def require(action: Action) -> Callable[..., Any]:
         return key
 
     return dependency
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def scoped_collections(

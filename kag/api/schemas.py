@@ -402,6 +402,7 @@ class AuditSummary(BaseModel):
     seq: int
     created_at: str
     principal: str
+    principal_name: str | None = Field(None, description="The name of the API key that asked, if it is one.")
     collections: list[str]
     question: str
     answer: str
@@ -411,6 +412,8 @@ class AuditSummary(BaseModel):
     unsupported: int = Field(description="Model sentences not backed as written (replaced ones included).")
     replaced: int = Field(0, description="Unsupported model sentences the extractive policy replaced by a quote.")
     citations: int
+    intact: bool = Field(True, description="Whether the record's hash covers its payload and its columns agree.")
+    error: str | None = Field(None, description="Why the record is not intact, e.g. `unreadable payload`.")
 
 
 class AuditList(BaseModel):
@@ -425,11 +428,16 @@ class AuditRecord(BaseModel):
     seq: int
     created_at: str
     principal: str
+    principal_name: str | None = Field(None, description="The name of the API key that asked, if it is one.")
     collections: list[str]
     question: str
     prev_hash: str
     hash: str
-    intact: bool = Field(description="Whether this record's hash still matches its content.")
+    intact: bool = Field(
+        description="Whether this record's hash still matches its content and its columns agree with it; "
+        "principal, collections and question are always read from the hashed payload."
+    )
+    error: str | None = Field(None, description="Why the record is not intact.")
     body: dict[str, Any]
 
 
@@ -439,3 +447,11 @@ class ChainStatus(BaseModel):
     head_seq: int | None
     head_hash: str
     broken: dict[str, Any] | None
+    checkpoints: int = Field(0, description="Signed checkpoints compared with the chain (KAG_AUDIT_CHECKPOINT_PATH).")
+
+
+class AuditHeadStatus(BaseModel):
+    count: int = Field(description="Records in the ledger now.")
+    head_seq: int | None
+    head_id: str | None
+    head_hash: str = Field(description="The newest record's hash: keep it elsewhere and compare it later.")

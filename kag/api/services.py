@@ -69,7 +69,7 @@ class Services:
         s, rt, m = self.settings, self.runtime, self.metrics
         ledger = rt.stores.ledger  # opens the stores (and takes the data dir lock) once for this process
         self.keys = KeyStore(ledger)
-        self.audit = AuditLog(ledger)
+        self.audit = rt.audit
         self.rate_limiter = RateLimiter(
             s.api_rate_limit_per_minute, s.api_rate_limit_burst, on_limited=m.rate_limited.inc
         )

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
-from kag.cli.common import err, handle_errors, out, parse_time, print_json, runtime
+from kag.cli.common import err, handle_errors, ledger, out, parse_time, print_json, print_table, runtime
 from kag.errors import KagError
 from kag.records import verdict_summary
 from kag.settings import settings_table
@@ -427,67 +427,17 @@ def reindex() -> None:
 @handle_errors
 def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List collections with their document and chunk counts."""
-    rt = _runtime()
-    try:
-        ledger = rt.stores.ledger
-        rows = [
-            {
-                "collection": name,
-                "documents": len(ledger.documents(collection=name)),
-                "chunks": len(ledger.chunk_ids(name)),
-            }
-            for name in ledger.collections()
-        ]
-    finally:
-        rt.close()
+    with ledger() as led:
+        names = led.collections()
+        stats = led.collection_stats(names)
+    rows = [{"collection": n, "documents": stats[n][0], "chunks": stats[n][1]} for n in names]
     if as_json:
         _print_json(rows)
         return
-    table = Table("collection", "documents", "chunks")
+    table = Table(Column("collection", no_wrap=True), "documents", "chunks")
     for r in rows:
-        table.add_row(str(r["collection"]), str(r["documents"]), str(r["chunks"]))
-    out.print(table)
-
-
-@app.command()
-@handle_errors
-def documents(
-    collection: Annotated[str | None, typer.Option("--collection", "-c")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """List documents: id, title, version, status, graph status (and why it failed), source."""
-    rt = _runtime()
-    try:
-        rows = rt.stores.ledger.documents(collection=collection)
-        absolute = rt.settings.source_uri == "absolute"
-    finally:
-        rt.close()
-    data = [
-        {
-            "id": r.id,
-            "collection": r.collection,
-            "title": r.title,
-            "version": r.version,
-            "status": r.status,
-            "mime_type": r.mime_type,
-            "source_uri": r.shown_source_uri(absolute),
-            "graph_status": r.graph_status,
-            "graph_error": r.graph_error,
-        }
-        for r in rows
-    ]
-    if as_json:
-        _print_json(data)
-        return
-    table = Table("id", "collection", "title", "v", "status", "graph", "source")
-    for d in data:
-        graph = str(d["graph_status"] or "-") + (f": {d['graph_error']}" if d["graph_error"] else "")
-        table.add_row(
-            *(escape(str(d[k])) for k in ("id", "collection", "title", "version", "status")),
-            escape(graph),
-            escape(str(d["source_uri"])),
-        )
-    out.print(table)
+        table.add_row(escape(str(r["collection"])), str(r["documents"]), str(r["chunks"]))
+    print_table(table)
 
 
 @app.command()
@@ -497,30 +447,37 @@ def jobs(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List recent ingestion jobs, or show one."""
-    rt = _runtime()
-    try:
-        ledger = rt.stores.ledger
+    with ledger() as led:
         if job_id is None:
-            rows = ledger.jobs()
-            graphs = ledger.graph_counts_by_job([j.id for j in rows])
+            rows = led.jobs()
+            graphs = led.graph_counts_by_job([j.id for j in rows])
             data: Any = [_job_dict(j) | {"graph": graphs[j.id]} for j in rows]
         else:
-            job, errors = ledger.get_job(job_id)
+            job, errors = led.get_job(job_id)
             data = _job_dict(job) | {
-                "graph": ledger.graph_counts_by_job([job.id])[job.id],
+                "graph": led.graph_counts_by_job([job.id])[job.id],
                 "errors": [{"path": e.path, "code": e.code, "message": e.message} for e in errors],
             }
-    finally:
-        rt.close()
     if as_json or job_id is not None:
         _print_json(data)
         return
-    table = Table("id", "collection", "status", "added", "updated", "unchanged", "failed", "chunks", "graph", "started")
+    table = Table(
+        Column("id", no_wrap=True),
+        Column("collection", no_wrap=True),
+        "status",
+        "added",
+        "updated",
+        "unchanged",
+        "failed",
+        "chunks",
+        "graph",
+        Column("started", no_wrap=True),
+    )
     for j in data:
         g = j["graph"]
         table.add_row(
             *(
-                str(j[k])
+                escape(str(j[k]))
                 for k in (
                     "id",
                     "collection",
@@ -535,7 +492,7 @@ def jobs(
             f"{g['done']} done, {g['pending']} pending, {g['failed']} failed",
             str(j["started_at"]),
         )
-    out.print(table)
+    print_table(table)
 
 
 def _job_dict(job: Any) -> dict[str, Any]:
@@ -583,6 +540,7 @@ def settings_markdown(rows: list[tuple[str, str, str]] | None = None) -> str:
 
 
 from kag.cli.audit import audit_app  # noqa: E402 - sub-apps register after the commands above
+from kag.cli.documents import documents_app  # noqa: E402
 from kag.cli.eval import register as _register_eval  # noqa: E402
 from kag.cli.graph import graph_app  # noqa: E402
 from kag.cli.keys import keys_app  # noqa: E402
@@ -590,6 +548,7 @@ from kag.cli.models import models_app  # noqa: E402
 from kag.cli.serve import serve  # noqa: E402
 
 app.add_typer(audit_app, name="audit")
+app.add_typer(documents_app, name="documents")
 app.command()(serve)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
@@ -604,7 +563,9 @@ def command_paths() -> list[list[str]]:
         # duck-typed: Typer vendors its own click, whose Group is not click.Group
         subcommands = getattr(command, "commands", None)
         if subcommands:
-            return [path for name, sub in subcommands.items() for path in walk(sub, [*prefix, name])]
+            # a group that runs on its own (`kag documents`) is a command too
+            own = [prefix] if prefix and getattr(command, "invoke_without_command", False) else []
+            return own + [path for name, sub in subcommands.items() for path in walk(sub, [*prefix, name])]
         return [prefix]
 
     return walk(typer.main.get_command(app), [])

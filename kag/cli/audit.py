@@ -6,15 +6,17 @@ another process (`kag serve`, an ingest job) holds the data dir lock.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from kag.cli.common import err, fail, handle_errors, out, parse_time, print_json
+from kag.cli.common import err, fail, handle_errors, out, parse_time, print_json, print_table
 from kag.errors import KagError, ReplayError
 from kag.settings import Settings
 
@@ -33,12 +35,13 @@ _print_json = print_json
 
 @contextmanager
 def _audit_log() -> Iterator[AuditLog]:
-    from kag.audit import AuditLog
+    from kag.cli.runtime import audit_log
     from kag.ledger import Ledger
 
-    ledger = Ledger(Settings().resolved_database_url)
+    settings = Settings()
+    ledger = Ledger(settings.resolved_database_url)
     try:
-        yield AuditLog(ledger)
+        yield audit_log(settings, ledger)
     finally:
         ledger.close()
 
@@ -72,13 +75,14 @@ def list_records(
     if not rows:
         out.print("no audit records")
         return
-    # one line per record; ids and times stay whole on narrow terminals, the rest is cut with "…"
+    # ids, principals and times stay whole on any terminal (so they can be copied); the rest wraps
     table = Table(
-        Column("id", no_wrap=True, min_width=34),
-        Column("created (UTC)", no_wrap=True, min_width=19),
-        Column("principal", no_wrap=True, overflow="ellipsis", max_width=24),
-        Column("collections", no_wrap=True, overflow="ellipsis", max_width=24),
-        Column("question", no_wrap=True, overflow="ellipsis", min_width=8),
+        Column("id", no_wrap=True),
+        Column("created (UTC)", no_wrap=True),
+        Column("principal", no_wrap=True),
+        Column("collections", overflow="fold"),
+        Column("question", overflow="fold", min_width=8),
+        Column("intact", no_wrap=True),
     )
     for e in entries:
         table.add_row(
@@ -86,9 +90,19 @@ def list_records(
             e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             escape(e.principal),
             escape(", ".join(e.collections)),
-            escape(e.question),
+            escape(e.question) if e.readable else f"[red]{escape(e.error or '')}[/]",
+            "yes" if e.intact else "[bold red]NO[/]",
         )
-    out.print(table)
+    print_table(table)
+    altered = [e for e in entries if not e.intact]
+    if altered:
+        err.print(
+            f"[bold red]{len(altered)} record(s) not intact[/]: "
+            + "; ".join(f"{e.id}: {escape(e.error or '')}" for e in altered)
+            + " (run `kag audit verify`)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @audit_app.command()
@@ -104,10 +118,31 @@ def show(
 
 @audit_app.command()
 @handle_errors
-def verify(as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
-    """Recompute every hash and link of the audit chain; exit 1 at the first broken record."""
+def verify(
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head", metavar="HASH", help="A head hash noted earlier (`kag audit head`): the chain must hold it"
+        ),
+    ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            metavar="PATH",
+            help="Compare with the signed checkpoints in PATH, e.g. the copy shipped to another host "
+            "(KAG_AUDIT_CHECKPOINT_PATH is compared whenever it is set).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Recompute every hash and link of the audit chain, and compare it with the anchors kept outside the
+    ledger (an expected head, signed checkpoints); exit 1 at the first problem."""
+    from kag.cli.runtime import checkpoint_file
+
+    source = checkpoint_file(Settings(), checkpoints) if checkpoints is not None else None
     with _audit_log() as log:
-        report = log.verify()
+        report = log.verify(expect_head=expect_head, checkpoints=source)
     if as_json:
         _print_json(report.to_dict())
         if not report.ok:
@@ -115,8 +150,36 @@ def verify(as_json: Annotated[bool, typer.Option("--json", help="Print the repor
         return
     if report.broken is not None:
         b = report.broken
-        _fail(f"audit chain broken at record {b.id} (seq {b.seq}): {b.detail}")
-    out.print(f"audit chain intact: {report.checked} records", highlight=False)
+        where = f"at record {b.id} (seq {b.seq})" if b.id is not None else "at its anchors"
+        _fail(f"audit chain broken {where}: {b.detail}")
+    anchors = []
+    if report.checkpoints:
+        anchors.append(f"{report.checkpoints} signed checkpoints agree")
+    if expect_head:
+        anchors.append("the expected head is in it")
+    suffix = f" ({'; '.join(anchors)})" if anchors else ""
+    out.print(f"audit chain intact: {report.checked} records{suffix}", highlight=False, soft_wrap=True)
+
+
+@audit_app.command()
+@handle_errors
+def head(as_json: Annotated[bool, typer.Option("--json", help="Print the head as JSON.")] = False) -> None:
+    """Print the newest record's hash and the number of records: note it elsewhere, compare with --expect-head."""
+    with _audit_log() as log:
+        current = log.head()
+    if as_json:
+        _print_json(current.to_dict())
+        return
+    sys.stdout.write(f"{current.hash} {current.count} records\n")
+
+
+@audit_app.command()
+@handle_errors
+def checkpoint() -> None:
+    """Verify the chain and append a signed checkpoint of its head to KAG_AUDIT_CHECKPOINT_PATH now."""
+    with _audit_log() as log:
+        written = log.checkpoint()
+    out.print(f"checkpoint: {written.count} records, head {written.head}", highlight=False, soft_wrap=True)
 
 
 @audit_app.command()

@@ -5,19 +5,24 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.segment import Segments
+from rich.table import Table
 
 from kag.errors import KagError
 from kag.settings import Settings
 
 if TYPE_CHECKING:
     from kag.cli.runtime import Runtime
+    from kag.ledger import Ledger
 
 out = Console()
 err = Console(stderr=True)
@@ -59,6 +64,39 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 
 def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    """Print `table` without cutting its no-wrap columns (ids, to copy into `kag delete` / `kag keys revoke`).
+
+    On a terminal narrower than the table, rich wraps the other columns and then cuts every column
+    with "…", ids included; so the table is laid out at least as wide as its no-wrap columns whole plus
+    the others wrapped to their longest word, and a narrower terminal wraps the long lines instead."""
+    console = console or out
+    wide = console.options.update_width(10_000)
+    needed = console.measure(table, options=wide).minimum
+    for column in table.columns:
+        if column.no_wrap:
+            sizes = [Measurement.get(console, wide, cell) for cell in (column.header, *column.cells)]
+            needed += max(m.maximum for m in sizes) - max(m.minimum for m in sizes)
+    if needed <= console.width:
+        console.print(table)
+        return
+    # Console.print never lays out wider than the console: render at the needed width, print uncropped
+    console.print(Segments(console.render(table, console.options.update_width(needed))), crop=False)
+
+
+@contextmanager
+def ledger() -> Iterator[Ledger]:
+    """The ledger alone, for commands that only read it: no models, no indexes, no data dir lock, so they
+    start fast and work while `kag serve` or an ingest job holds the data dir."""
+    from kag.ledger import Ledger
+
+    led = Ledger(Settings().resolved_database_url)
+    try:
+        yield led
+    finally:
+        led.close()
 
 
 def runtime() -> Runtime:

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
+from kag.cli.common import print_table
 from kag.errors import KagError
 from kag.settings import Settings
 
@@ -107,12 +108,21 @@ def list_keys(
     if as_json:
         _print_json([k.to_dict() for k in keys])
         return
-    table = Table("id", "name", "prefix", "role", "collections", "default", "last used", "revoked")
+    table = Table(
+        Column("id", no_wrap=True),
+        "name",
+        Column("prefix", no_wrap=True),
+        "role",
+        "collections",
+        "default",
+        Column("last used", no_wrap=True),
+        Column("revoked", no_wrap=True),
+    )
     for k in keys:
         d = k.to_dict()
         table.add_row(
             k.id,
-            k.name,
+            escape(k.name),
             k.prefix + "…",
             k.role.value,
             ", ".join(k.collections),
@@ -120,7 +130,7 @@ def list_keys(
             d["last_used_at"] or "",
             d["revoked_at"] or "",
         )
-    out.print(table)
+    print_table(table, out)
 
 
 @keys_app.command()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kag.errors import ConfigurationError
 from kag.settings import Settings
 from kag.stores.bundle import Stores, open_stores
 
@@ -12,6 +14,9 @@ if TYPE_CHECKING:
     from ingest.executors import Executor, PrepareSpec
     from ingest.graph import SpacyGraphExtractor
     from ingest.pipeline import Ingestor
+    from kag.audit import AuditLog
+    from kag.audit_checkpoints import CheckpointFile
+    from kag.ledger import Ledger
     from kag.models.embedder import Embedder, SentenceTransformerEmbedder
     from kag.models.llm_cache import ModelCache
     from kag.stores.graph import GraphCache
@@ -21,6 +26,28 @@ if TYPE_CHECKING:
     from pipelines.verify import Verifier
 
 SCHEMA_VERSION = 1
+
+
+def checkpoint_file(settings: Settings, path: Path | None = None) -> CheckpointFile | None:
+    """The audit checkpoint file at `path` (else KAG_AUDIT_CHECKPOINT_PATH), or None when neither is set."""
+    from kag.audit_checkpoints import CheckpointFile
+
+    path = path or settings.audit_checkpoint_path
+    if path is None:
+        return None
+    if settings.audit_hmac_key is None:
+        raise ConfigurationError(
+            f"audit checkpoints at {path} need KAG_AUDIT_HMAC_KEY, the secret that signs them",
+            hint="set KAG_AUDIT_HMAC_KEY to a long random secret, e.g. `openssl rand -hex 32`",
+        )
+    return CheckpointFile(path, settings.audit_hmac_key.get_secret_value().encode("utf-8"))
+
+
+def audit_log(settings: Settings, ledger: Ledger) -> AuditLog:
+    """The audit log over `ledger`, writing signed checkpoints when the settings configure them."""
+    from kag.audit import AuditLog
+
+    return AuditLog(ledger, checkpoints=checkpoint_file(settings), checkpoint_every=settings.audit_checkpoint_every)
 
 
 class Runtime:
@@ -269,8 +296,12 @@ class Runtime:
         return generator.yes_probability(generator.render_chat([{"role": "user", "content": message}]))
 
     @cached_property
+    def audit(self) -> AuditLog:
+        """The one audit log of this runtime: the answer pipeline writes it, the API reads it."""
+        return audit_log(self.settings, self.stores.ledger)
+
+    @cached_property
     def answer_pipeline(self) -> AnswerPipeline:
-        from kag.audit import AuditLog
         from pipelines.answer import AnswerPipeline
         from pipelines.rerank import RerankStage, make_reranker
         from pipelines.retrieve import HybridRetriever
@@ -289,7 +320,7 @@ class Runtime:
             rerank=RerankStage(reranker, self.embedder, mmr_lambda=s.mmr_lambda, vectors=self.stores.vectors),
             generator=self.generator,
             verifiers=self.verifier,
-            audit=AuditLog(self.stores.ledger),
+            audit=self.audit,
             sampling=self.sampling,
             rerank_depth=s.rerank_depth,
             context_chunks=s.context_chunks,
@@ -307,6 +338,7 @@ class Runtime:
             if model is not None:
                 model.close()
         self.__dict__.pop("answer_pipeline", None)
+        self.__dict__.pop("audit", None)
         executors, self._executors = self._executors, {}
         for executor in executors.values():
             executor.close()

@@ -767,6 +767,19 @@ class Ledger:
                 rq = rq.where(RelationRow.collection == collection)
             return int(s.scalar(eq) or 0), int(s.scalar(rq) or 0)
 
+    def document_graph_counts(self, document_id: str) -> tuple[int, int, int]:
+        """(distinct entities mentioned, mentions, relations) the graph extraction found in one document."""
+        with self.session() as s:
+            entities, mentions = s.execute(
+                select(func.count(func.distinct(MentionRow.entity_id)), func.count()).where(
+                    MentionRow.document_id == document_id
+                )
+            ).one()
+            relations = s.scalar(
+                select(func.count()).select_from(RelationRow).where(RelationRow.document_id == document_id)
+            )
+        return int(entities or 0), int(mentions or 0), int(relations or 0)
+
     # --- jobs ----------------------------------------------------------------------------
     def create_job(self, job_id: str, collection: str, params: dict[str, Any], executor: str = "local") -> None:
         """Start a job as `running`; a queued or interrupted job with this id starts over (resume)."""

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select, text, update
 
-from kag.audit import GENESIS_HASH, AuditEntry, AuditLog, BreakReason, canonical_json
-from kag.errors import AuditWriteError, NotFoundError, StoreError
+from kag.audit import GENESIS_HASH, UNREADABLE_PAYLOAD, AuditEntry, AuditLog, BreakReason, canonical_json
+from kag.audit_checkpoints import CheckpointFile, sign
+from kag.errors import AuditWriteError, ConfigurationError, InvalidRequestError, NotFoundError, StoreError
 from kag.ledger import Ledger
 from kag.ledger.models import AuditRecordRow
 
@@ -316,3 +319,203 @@ def test_canonical_json_rejects_what_would_not_read_back() -> None:
         canonical_json({"x": object()})
     with pytest.raises(ValueError, match="naive"):
         canonical_json({"t": datetime(2026, 1, 1)})
+
+
+# --- what is read back is what was hashed -------------------------------------------------
+
+
+def test_entries_show_the_hashed_payload_not_edited_columns(ledger: Ledger, log: AuditLog) -> None:
+    entries = chain(log, 3)
+    target = entries[1]
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            update(AuditRecordRow)
+            .where(AuditRecordRow.seq == target.seq)
+            .values(question="forged question?", collections=["legal"], collections_key=",legal,", principal="eve")
+        )
+    got = log.get(target.id)
+    assert (got.question, got.collections, got.principal) == ("question 1?", ("hr",), "alice")
+    assert got.intact is False and got.error is not None and "differs from the hashed payload" in got.error
+    # the SQL filter still runs on the edited column, but what it returns says what was hashed, marked
+    listed = log.list(collection="legal")
+    assert [e.id for e in listed] == [target.id] and listed[0].collections == ("hr",) and not listed[0].intact
+    assert all(e.intact and e.error is None for e in log.list() if e.id != target.id)
+
+
+def test_edited_payload_reads_back_marked_not_intact(ledger: Ledger, log: AuditLog) -> None:
+    entries = chain(log, 2)
+    forged = canonical_json({**entries[0].body, "answer": "forged answer"})
+    with ledger.engine.begin() as conn:
+        conn.execute(update(AuditRecordRow).where(AuditRecordRow.seq == entries[0].seq).values(payload=forged))
+    got = log.get(entries[0].id)
+    assert got.body["answer"] == "forged answer" and got.intact is False
+    assert got.error == "its stored hash does not cover its payload"
+    assert log.get(entries[1].id).intact is True
+
+
+@pytest.mark.parametrize("payload", ["{not json", "[1, 2]", ""], ids=["broken-json", "json-array", "empty"])
+def test_an_unreadable_payload_is_listed_marked_and_the_others_read(
+    ledger: Ledger, log: AuditLog, payload: str
+) -> None:
+    entries = chain(log, 3)
+    bad = entries[1]
+    with ledger.engine.begin() as conn:
+        conn.execute(update(AuditRecordRow).where(AuditRecordRow.seq == bad.seq).values(payload=payload))
+    listed = log.list()
+    assert [e.id for e in listed] == [e.id for e in reversed(entries)]
+    marked = {e.id: e for e in listed}[bad.id]
+    assert marked.intact is False and marked.error == UNREADABLE_PAYLOAD and marked.body == {}
+    assert not marked.readable and marked.to_dict()["error"] == "unreadable payload"
+    others = [e for e in listed if e.id != bad.id]
+    assert all(e.intact and e.body["answer"] for e in others)
+    assert log.get(bad.id).error == UNREADABLE_PAYLOAD
+    report = log.verify()
+    assert report.broken is not None and report.broken.id == bad.id
+
+
+# --- anchors outside the ledger: a removed tail --------------------------------------------
+
+HMAC_KEY = b"test-audit-hmac-key-0123456789"
+
+
+def delete_last(ledger: Ledger, n: int = 1) -> None:
+    with ledger.engine.begin() as conn:
+        seqs = conn.execute(select(AuditRecordRow.seq).order_by(AuditRecordRow.seq.desc()).limit(n)).scalars().all()
+        conn.execute(delete(AuditRecordRow).where(AuditRecordRow.seq.in_(seqs)))
+
+
+def test_head_reports_the_newest_record_and_the_count(log: AuditLog) -> None:
+    assert log.head().to_dict() == {"count": 0, "head_seq": None, "head_id": None, "head_hash": GENESIS_HASH}
+    entries = chain(log, 3)
+    head = log.head()
+    assert (head.count, head.seq, head.id, head.hash) == (3, entries[-1].seq, entries[-1].id, entries[-1].hash)
+
+
+def test_a_removed_tail_fails_verify_against_the_expected_head(ledger: Ledger, log: AuditLog) -> None:
+    entries = chain(log, 5)
+    noted = log.head().hash
+    assert log.verify(expect_head=noted).ok
+    # a head noted earlier stays in the chain as records are appended after it
+    log.append(body(5))
+    assert log.verify(expect_head=noted).ok
+    delete_last(ledger, 2)
+    # the chain alone cannot see it: what is left is a valid chain
+    assert log.verify().ok
+    report = log.verify(expect_head=noted)
+    assert not report.ok and report.broken is not None
+    assert report.broken.reason is BreakReason.TRUNCATED
+    assert (report.broken.id, report.broken.seq) == (entries[3].id, entries[3].seq)
+    assert "no record of it has the expected head" in report.broken.detail and "removed" in report.broken.detail
+    assert report.checked == 4
+
+
+def test_expected_head_must_be_a_sha256(log: AuditLog) -> None:
+    chain(log, 1)
+    with pytest.raises(InvalidRequestError, match="64 hex digits"):
+        log.verify(expect_head="abc")
+
+
+def test_checkpoints_are_written_per_append_and_signed(ledger: Ledger, tmp_path: Path) -> None:
+    cps = CheckpointFile(tmp_path / "cp" / "audit.jsonl", HMAC_KEY)
+    log = AuditLog(ledger, checkpoints=cps)
+    entries = chain(log, 4)
+    read = cps.read()
+    assert read.bad == []
+    assert [(c.count, c.seq, c.head) for c in read.checkpoints] == [
+        (i + 1, e.seq, e.hash) for i, e in enumerate(entries)
+    ]
+    line = json.loads((tmp_path / "cp" / "audit.jsonl").read_text().splitlines()[-1])
+    assert set(line) == {"count", "seq", "head", "time", "mac"}
+    assert line["mac"] == sign(HMAC_KEY, line["count"], line["seq"], line["head"], line["time"])
+    report = log.verify()
+    assert report.ok and report.checkpoints == 4
+
+
+def test_checkpoints_every_n_records(ledger: Ledger, tmp_path: Path) -> None:
+    cps = CheckpointFile(tmp_path / "audit.jsonl", HMAC_KEY)
+    log = AuditLog(ledger, checkpoints=cps, checkpoint_every=2)
+    chain(log, 5)
+    assert [c.count for c in cps.read().checkpoints] == [2, 4]
+
+
+def test_checkpoints_detect_a_removed_tail(ledger: Ledger, tmp_path: Path) -> None:
+    cps = CheckpointFile(tmp_path / "audit.jsonl", HMAC_KEY)
+    log = AuditLog(ledger, checkpoints=cps)
+    entries = chain(log, 5)
+    delete_last(ledger)
+    report = log.verify()
+    assert not report.ok and report.broken is not None and report.broken.reason is BreakReason.TRUNCATED
+    assert (report.broken.id, report.broken.seq) == (entries[3].id, entries[3].seq)
+    assert (
+        "vouches for 5 records" in report.broken.detail
+        and "the newest 1 record(s) were removed" in report.broken.detail
+    )
+    # a log opened without its own file is checked against the one passed in
+    other = AuditLog(ledger).verify(checkpoints=cps)
+    assert other.broken is not None and other.broken.reason is BreakReason.TRUNCATED
+
+
+def test_checkpoints_detect_a_rewritten_tail(ledger: Ledger, tmp_path: Path) -> None:
+    cps = CheckpointFile(tmp_path / "audit.jsonl", HMAC_KEY)
+    entries = chain(AuditLog(ledger, checkpoints=cps), 4)
+    delete_last(ledger, 2)
+    # whoever lacks the key rebuilds the tail as a valid chain of the same length, unsigned
+    rewritten = [AuditLog(ledger).append(body(9)) for _ in range(2)]
+    report = AuditLog(ledger, checkpoints=cps).verify()
+    assert report.broken is not None and report.broken.reason is BreakReason.CHECKPOINT_MISMATCH
+    assert report.broken.id == rewritten[0].id and "rewritten" in report.broken.detail
+    assert report.head_hash == entries[1].hash
+
+
+def test_a_forged_checkpoint_line_fails_its_hmac(ledger: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    cps = CheckpointFile(path, HMAC_KEY)
+    log = AuditLog(ledger, checkpoints=cps)
+    chain(log, 3)
+    lines = path.read_text().splitlines()
+    # lower the signed count so that a removed tail would pass: the MAC no longer matches
+    forged = json.loads(lines[2]) | {"count": 2}
+    path.write_text("\n".join([*lines[:2], json.dumps(forged)]) + "\n")
+    report = log.verify()
+    assert report.broken is not None and report.broken.reason is BreakReason.BAD_CHECKPOINT
+    assert report.broken.id is None and "line 3" in report.broken.detail and "HMAC" in report.broken.detail
+    # a line signed with another key fails the same way
+    path.write_text("\n".join(lines) + "\n")
+    CheckpointFile(path, b"another-key-0123456789").append(4, 99, "f" * 64)
+    report = log.verify()
+    assert report.broken is not None and report.broken.reason is BreakReason.BAD_CHECKPOINT
+    assert "line 4" in report.broken.detail
+    path.write_text("\n".join(lines) + "\nnot json\n")
+    assert "not JSON" in (log.verify().broken or pytest.fail("no break")).detail
+
+
+def test_checkpoint_file_errors(ledger: Ledger, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="at least 16"):
+        CheckpointFile(tmp_path / "a.jsonl", b"short")
+    log = AuditLog(ledger, checkpoints=CheckpointFile(tmp_path / "missing.jsonl", HMAC_KEY))
+    with pytest.raises(StoreError, match="does not exist"):
+        log.verify()
+    with pytest.raises(InvalidRequestError, match="no audit checkpoint file"):
+        AuditLog(ledger).checkpoint()
+
+
+def test_checkpoint_now_signs_a_verified_head(ledger: Ledger, tmp_path: Path) -> None:
+    entries = chain(AuditLog(ledger), 3)
+    cps = CheckpointFile(tmp_path / "audit.jsonl", HMAC_KEY)
+    log = AuditLog(ledger, checkpoints=cps)
+    written = log.checkpoint()
+    assert (written.count, written.seq, written.head) == (3, entries[-1].seq, entries[-1].hash)
+    assert log.verify().ok
+    with ledger.engine.begin() as conn:
+        conn.execute(update(AuditRecordRow).where(AuditRecordRow.seq == entries[0].seq).values(question="x"))
+    with pytest.raises(StoreError, match="does not hold"):
+        log.checkpoint()
+    assert len(cps.read().checkpoints) == 1
+
+
+def test_an_unwritable_checkpoint_fails_the_append(ledger: Ledger, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    log = AuditLog(ledger, checkpoints=CheckpointFile(blocker / "audit.jsonl", HMAC_KEY))
+    with pytest.raises(AuditWriteError, match="is stored but its checkpoint is not"):
+        log.append(body(0))

@@ -23,16 +23,57 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-async function api(path) {
+async function request(path) {
   const key = sessionStorage.getItem(KEY_ITEM);
   const response = await fetch(path, { headers: { Authorization: `Bearer ${key}` } });
-  const body = await response.json().catch(() => ({}));
   if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
     const err = new Error((body.error && body.error.message) || `HTTP ${response.status}`);
     err.status = response.status;
     throw err;
   }
-  return body;
+  return response;
+}
+
+async function api(path) {
+  const response = await request(path);
+  return response.json();
+}
+
+function filterParams() {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
+  return params;
+}
+
+// the export needs the key in a header, so it is fetched and handed to the browser as a file
+async function exportRecords(format) {
+  const status = $("#export-status");
+  const params = filterParams();
+  params.set("format", format);
+  status.className = "";
+  status.textContent = `exporting ${format.toUpperCase()}…`;
+  let response;
+  try {
+    response = await request(`/v1/audit/export?${params}`);
+  } catch (err) {
+    status.className = "error";
+    status.textContent = `export failed: ${err.message}`;
+    return;
+  }
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const match = /filename="([^"]+)"/.exec(disposition);
+  const url = URL.createObjectURL(await response.blob());
+  const link = el("a", { href: url, download: match ? match[1] : `kag-audit.${format}` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+  status.textContent = "";
+}
+
+function principalLabel(rec) {
+  return rec.principal_name ? `${rec.principal_name} (${rec.principal})` : rec.principal;
 }
 
 function showLogin(message) {
@@ -71,8 +112,8 @@ async function checkChain() {
     const report = await api("/v1/audit/verify");
     box.className = report.ok ? "chain ok" : "chain broken";
     box.textContent = report.ok
-      ? `Hash chain intact: ${report.checked} records verified, head ${report.head_hash.slice(0, 16)}…`
-      : `Hash chain BROKEN at record ${report.broken.id} (seq ${report.broken.seq}): ${report.broken.reason}: ${report.broken.detail}`;
+      ? `Hash chain intact: ${report.checked} records verified, head ${report.head_hash.slice(0, 16)}…${report.checkpoints ? `, ${report.checkpoints} signed checkpoints agree` : ""}`
+      : `Hash chain BROKEN ${report.broken.id ? `at record ${report.broken.id} (seq ${report.broken.seq})` : "at its checkpoints"}: ${report.broken.reason}: ${report.broken.detail}`;
   } catch (err) {
     box.className = "chain broken";
     box.textContent = `Cannot verify the chain: ${err.message}`;
@@ -84,8 +125,9 @@ function isoFromLocal(value) {
 }
 
 async function loadList() {
-  const params = new URLSearchParams({ limit: PAGE, offset });
-  for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
+  const params = filterParams();
+  params.set("limit", PAGE);
+  params.set("offset", offset);
   const tbody = $("#records tbody");
   let data;
   try {
@@ -101,12 +143,12 @@ async function loadList() {
         : `${r.supported}/${r.sentences} model sentences supported` + (r.replaced ? `, ${r.replaced} replaced by quotes` : "");
       const row = el(
         "tr",
-        { "data-id": r.id },
+        { "data-id": r.id, class: r.intact ? "" : "altered" },
         el("td", {}, new Date(r.created_at).toLocaleString()),
-        el("td", {}, r.principal),
+        el("td", { class: "principal" }, principalLabel(r)),
         el("td", {}, r.collections.join(", ")),
         el("td", { class: "question" }, r.question),
-        el("td", { class: "verdicts" }, verdicts),
+        el("td", { class: "verdicts" }, r.intact ? verdicts : `ALTERED: ${r.error}`),
       );
       row.addEventListener("click", () => showRecord(r.id, row));
       return row;
@@ -165,6 +207,40 @@ function pageLabel(c) {
   return c.page ? `, p. ${c.page}` : "";
 }
 
+// the rankings each retriever produced, then the fused and reranked orders, as the record holds them
+function rankingsView(retrieval) {
+  const lists = Object.entries((retrieval && retrieval.per_retriever) || {});
+  for (const name of ["fused", "reranked"]) if (retrieval && retrieval[name]) lists.push([name, retrieval[name]]);
+  if (!lists.length) return [el("p", {}, "no rankings recorded")];
+  return [
+    el(
+      "div",
+      { class: "rankings-grid" },
+      ...lists.map(([name, hits]) =>
+        el(
+          "table",
+          { class: "rankings", "data-retriever": name },
+          el("caption", {}, `${name} (${hits.length})`),
+          el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "chunk"), el("th", {}, "score"))),
+          el(
+            "tbody",
+            {},
+            ...hits.map(([chunk, score], i) =>
+              el(
+                "tr",
+                {},
+                el("td", {}, String(i + 1)),
+                el("td", { class: "chunk", title: chunk }, chunk),
+                el("td", { class: "score" }, Number(score).toFixed(4)),
+              ),
+            ),
+          ),
+        ),
+      ),
+    ),
+  ];
+}
+
 function citationView(c) {
   const holder = el("div", { class: "source", hidden: true });
   const button = el("button", { type: "button", class: "expand" }, "show source");
@@ -212,9 +288,9 @@ async function showRecord(id, row) {
     el("dl", { class: "meta" },
       el("dt", {}, "record"), el("dd", {}, `${rec.id} (seq ${rec.seq})`),
       el("dt", {}, "time"), el("dd", {}, new Date(rec.created_at).toLocaleString()),
-      el("dt", {}, "principal"), el("dd", {}, rec.principal),
+      el("dt", {}, "principal"), el("dd", { class: "principal" }, principalLabel(rec)),
       el("dt", {}, "collections"), el("dd", {}, rec.collections.join(", ")),
-      el("dt", {}, "record hash"), el("dd", { class: rec.intact ? "" : "changed" }, `${rec.hash.slice(0, 24)}… ${rec.intact ? "(intact)" : "(ALTERED)"}`),
+      el("dt", {}, "record hash"), el("dd", { class: rec.intact ? "intact" : "intact changed" }, `${rec.hash.slice(0, 24)}… ${rec.intact ? "(intact)" : `(ALTERED: ${rec.error})`}`),
       el("dt", {}, "model"), el("dd", { class: "model" }, `${(model.path || "").split("/").pop()} sha256 ${model.sha256 || "?"}`),
       el("dt", {}, "sampling"), el("dd", { class: "sampling" }, sampling),
       el("dt", {}, "policy"), el("dd", {}, `${b.policy}${b.abstained ? " · abstained: " + b.reason : ""}`),
@@ -224,6 +300,8 @@ async function showRecord(id, row) {
     el("p", { class: "answer" }, b.answer),
     el("h3", {}, "Sentences and evidence"),
     ...(verdicts.length ? verdicts : [el("p", {}, "no sentences (abstained)")]),
+    el("h3", {}, "Retrieval rankings"),
+    ...rankingsView(b.retrieval),
     el("h3", {}, "Prompt sent to the model"),
     el("pre", { class: "prompt" }, b.prompt || ""),
     el("h3", {}, "Raw model output"),
@@ -258,6 +336,9 @@ function init() {
     offset = 0;
     loadList();
   });
+  for (const button of document.querySelectorAll(".export button")) {
+    button.addEventListener("click", () => exportRecords(button.dataset.format));
+  }
   $("#prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadList(); });
   $("#next").addEventListener("click", () => { offset += PAGE; loadList(); });
   const key = sessionStorage.getItem(KEY_ITEM);

@@ -38,6 +38,8 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any], Action]] = [
     ("POST", "/v1/generate", {"json": {"prompt": "Hello", "max_tokens": 2}}, Action.MODELS),
     ("GET", "/v1/audit", {}, Action.AUDIT_READ),
     ("GET", "/v1/audit/verify", {}, Action.AUDIT_READ),
+    ("GET", "/v1/audit/head", {}, Action.AUDIT_READ),
+    ("GET", "/v1/audit/export", {}, Action.AUDIT_READ),
     ("GET", "/v1/audit/a_missing", {}, Action.AUDIT_READ),
     ("GET", "/v1/keys", {}, Action.KEYS_MANAGE),
     ("POST", "/v1/keys", {"json": {"name": "m", "role": "reader", "collections": ["hr"]}}, Action.KEYS_MANAGE),
@@ -75,7 +77,8 @@ def test_role_by_endpoint(api: Api, role: str) -> None:
             assert not denied_by_role and r.status_code < 500 and r.status_code != 401, (role, method, path, r.text)
         else:
             assert denied_by_role, (role, method, path, r.status_code, r.text)
-            assert body["error"]["code"] == "forbidden" and f"a {role} key may not" in body["error"]["message"]
+            article = "an" if role in ("admin", "auditor") else "a"
+            assert body["error"]["code"] == "forbidden" and f"{article} {role} key may not" in body["error"]["message"]
 
 
 def test_no_key_bad_key_and_revoked_key_get_401_everywhere(api: Api) -> None:
@@ -143,3 +146,12 @@ def test_documents_and_audit_outside_the_scope_do_not_exist(api: Api, answered: 
     assert api.client.get(f"/v1/audit/{audit_id}", headers=h).status_code == 404
     assert all(r["collections"] == ["eng"] for r in api.client.get("/v1/audit", headers=h).json()["records"])
     assert api.client.get("/v1/audit?collection=hr", headers=h).status_code == 403
+
+
+def test_an_auditor_asking_is_told_in_plain_words(api: Api) -> None:
+    for path, body in (
+        ("/v1/ask", {"question": "What is PTO?"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "What is PTO?"}]}),
+    ):
+        r = api.client.post(path, json=body, headers=api.h("auditor"))
+        assert r.status_code == 403 and r.json()["error"]["message"] == "an auditor key may not ask", r.text

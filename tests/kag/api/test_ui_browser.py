@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, update
 
+from kag.ledger.models import AuditRecordRow
 from tests.kag.api.conftest import Live
 
 pytestmark = pytest.mark.slow
@@ -67,15 +73,37 @@ def test_auditor_reviews_an_answer_in_the_browser(live: Live, tmp_path: Path) ->
             page.fill("#filters input[name=principal]", "k_nobody")
             page.click("#filters button[type=submit]")
             expect(page.locator("#empty")).to_be_visible()
-            principal = httpx.get(
+            record = httpx.get(
                 f"{live.url}/v1/audit/{answer['audit_id']}", headers={"Authorization": f"Bearer {live.keys['auditor']}"}
-            ).json()["principal"]
+            ).json()
+            principal = record["principal"]
             page.fill("#filters input[name=principal]", principal)
             page.fill("#filters input[name=collection]", "hr")
             page.click("#filters button[type=submit]")
             row = page.locator(f"#records tbody tr[data-id='{answer['audit_id']}']")
             expect(row).to_be_visible()
             expect(row.locator(".question")).to_have_text(answer["question"])
+            # the key's name stands next to its id
+            expect(row.locator(".principal")).to_have_text(f"hr-reader ({principal})")
+
+            # the filtered records download as CSV and as JSON
+            with page.expect_download() as info:
+                page.click("#export-csv")
+            download = info.value
+            assert download.suggested_filename.startswith("kag-audit-")
+            assert download.suggested_filename.endswith(".csv")
+            exported = list(csv.DictReader(io.StringIO(Path(download.path()).read_text(encoding="utf-8"))))
+            assert [r["id"] for r in exported] == [
+                r.get_attribute("data-id") for r in page.locator("#records tbody tr").all()
+            ]
+            assert answer["audit_id"] in {r["id"] for r in exported}
+            assert all(r["principal"] == principal and r["principal_name"] == "hr-reader" for r in exported)
+            with page.expect_download() as info:
+                page.click("#export-json")
+            records = json.loads(Path(info.value.path()).read_text(encoding="utf-8"))
+            assert info.value.suggested_filename.endswith(".json")
+            mine = next(r for r in records if r["id"] == answer["audit_id"])
+            assert mine["body"]["answer"] == answer["answer"] and mine["intact"] is True
             supported = sum(1 for s in answer["sentences"] if s["action"] == "kept")
             replaced = sum(1 for s in answer["sentences"] if s["action"] == "replaced")
             expected_verdicts = (
@@ -97,6 +125,20 @@ def test_auditor_reviews_an_answer_in_the_browser(live: Live, tmp_path: Path) ->
             expect(detail.locator(".model")).to_contain_text("sha256")
             expect(detail.locator(".sampling")).to_contain_text("seed=")
             expect(detail.locator("pre.prompt").first).to_contain_text(answer["question"])
+            expect(detail.locator("dd.principal")).to_have_text(f"hr-reader ({principal})")
+
+            # each retriever's ranking as the record holds it, then the fused and reranked orders
+            retrieval = record["body"]["retrieval"]
+            rankings = {**retrieval["per_retriever"], "fused": retrieval["fused"], "reranked": retrieval["reranked"]}
+            assert rankings["dense"] and rankings["lexical"], "the fixture answer must have per-retriever rankings"
+            for name, hits in rankings.items():
+                table = detail.locator(f"table.rankings[data-retriever='{name}']")
+                expect(table.locator("caption")).to_have_text(f"{name} ({len(hits)})")
+                expect(table.locator("tbody tr")).to_have_count(len(hits))
+                if hits:
+                    first = table.locator("tbody tr").first
+                    expect(first.locator(".chunk")).to_have_text(hits[0][0])
+                    expect(first.locator(".score")).to_have_text(f"{hits[0][1]:.4f}")
 
             cite = detail.locator(
                 f".citation[data-document='{citation['document_id']}'][data-start='{citation['char_start']}']"
@@ -109,6 +151,27 @@ def test_auditor_reviews_an_answer_in_the_browser(live: Live, tmp_path: Path) ->
             passage = cite.locator(".passage").text_content() or ""
             assert expected_span in passage and len(passage) > len(expected_span)
             page.screenshot(path=str(tmp_path / "audit-review.png"), full_page=True)
+
+            # an SQL edit of the question column: the page shows what was hashed, marked altered
+            engine = create_engine(f"sqlite:///{live.server.data_dir / 'ledger.sqlite3'}")
+            table = AuditRecordRow.__table__
+            where = table.c.id == answer["audit_id"]
+            try:
+                with engine.begin() as conn:
+                    conn.execute(update(table).where(where).values(question="Forged question?"))
+                page.click("#filters button[type=submit]")
+                expect(row).to_have_class(re.compile(r"\baltered\b"))
+                expect(row.locator(".question")).to_have_text(answer["question"])
+                expect(row.locator(".verdicts")).to_contain_text("ALTERED")
+                row.click()
+                expect(detail.locator("h2")).to_have_text(answer["question"])
+                expect(detail.locator("dd.intact")).to_contain_text("ALTERED")
+            finally:
+                with engine.begin() as conn:
+                    conn.execute(update(table).where(where).values(question=answer["question"]))
+                engine.dispose()
+            page.click("#filters button[type=submit]")
+            expect(row).not_to_have_class(re.compile(r"\baltered\b"))
         finally:
             browser.close()
     assert (tmp_path / "audit-review.png").stat().st_size > 10_000
