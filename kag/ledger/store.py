@@ -19,6 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from kag import ids
 from kag.errors import NotFoundError, StoreError
+from kag.ledger.grades import regrade, triples_of_document
 from kag.ledger.models import (
     ChunkRow,
     CollectionRow,
@@ -33,6 +34,7 @@ from kag.ledger.models import (
     RelationRow,
     utcnow,
 )
+from kag.ontology import DocumentEvidence, document_evidence, row_grade
 from kag.records import ChunkDraft, GraphExtraction, IndexedChunk, PageSpan
 
 #: a `running` job whose owner's heartbeat is older than this, on another host, is stale by default
@@ -268,7 +270,9 @@ class Ledger:
         `pages` are the document's page spans; `source_path` is what readers are shown of `source_uri`.
         Graph offsets arrive relative to their chunk's text and are stored relative to the document's."""
         doc_id = ids.document_id(collection, source_uri)
+        evidence = document_evidence(metadata)  # a bad source_kind or grade fails before any write
         replaced: set[str] = set()
+        regraded: set[tuple[str, str, str]] = set()
         with self.session() as s:
             row = s.get(DocumentRow, doc_id)
             if row is None:
@@ -277,6 +281,7 @@ class Ledger:
                 s.add(row)
             else:
                 version = row.version + 1
+                regraded = triples_of_document(s, doc_id)
                 replaced = self._delete_document_children(s, doc_id)
             row.sha256, row.mime_type, row.title, row.text = sha256, mime_type, title, text
             row.size_bytes, row.meta, row.version = size_bytes, metadata, version
@@ -308,8 +313,10 @@ class Ledger:
             )
             s.flush()
             written = self._write_graph(
-                s, collection, doc_id, chunk_ids, [c.char_start for c in chunks], graph or GraphExtraction()
+                s, collection, doc_id, chunk_ids, [c.char_start for c in chunks], graph or GraphExtraction(), evidence
             )
+            # the grades of what this version states, and of what only the old version stated
+            regrade(s, collection, regraded | triples_of_document(s, doc_id))
             # entities only the old version mentioned, in the same transaction: a crash leaves none behind
             self._delete_orphan_entities(s, collection, replaced - written)
         indexed = tuple(
@@ -326,6 +333,7 @@ class Ledger:
         chunk_ids: Sequence[str] | Mapping[int, str],
         chunk_starts: Sequence[int] | Mapping[int, int],
         graph: GraphExtraction,
+        evidence: DocumentEvidence | None = None,
     ) -> set[str]:
         """Insert the document's entities (if new), mentions and relations; the ids of the entities it mentions.
 
@@ -357,6 +365,7 @@ class Ledger:
             s.execute(insert(MentionRow), mentions)
         relations: dict[str, dict[str, Any]] = {}
         now = utcnow()
+        evidence = evidence or DocumentEvidence()
         for r in graph.relations:
             if r.source_key not in entity_ids or r.target_key not in entity_ids:
                 continue
@@ -377,6 +386,8 @@ class Ledger:
                     "evidence_start": base + r.evidence_start,
                     "evidence_end": base + r.evidence_end,
                     "created_at": now,
+                    "grade": row_grade(r.type, r.strength, evidence),
+                    "source_kind": evidence.source_kind,
                 },
             )
         if relations:
@@ -475,11 +486,14 @@ class Ledger:
             replaced = set(
                 s.scalars(select(MentionRow.entity_id).where(MentionRow.document_id == document_id).distinct())
             )
+            regraded = triples_of_document(s, document_id)
             s.execute(delete(RelationRow).where(RelationRow.document_id == document_id))
             s.execute(delete(MentionRow).where(MentionRow.document_id == document_id))
             chunk_rows = select(ChunkRow.ordinal, ChunkRow.char_start).where(ChunkRow.document_id == document_id)
             starts = {int(o): int(c) for o, c in s.execute(chunk_rows).all()}
-            written = self._write_graph(s, row.collection, document_id, chunk_ids, starts, graph)
+            evidence = document_evidence(row.meta or {})  # checked when the version was written
+            written = self._write_graph(s, row.collection, document_id, chunk_ids, starts, graph, evidence)
+            regrade(s, row.collection, regraded | triples_of_document(s, document_id))
             self._delete_orphan_entities(s, row.collection, replaced - written)
             row.graph_status, row.graph_error = GraphStatus.DONE, None
         return True
@@ -558,9 +572,11 @@ class Ledger:
             row = s.get(DocumentRow, document_id)
             if row is None:
                 return
+            stated = triples_of_document(s, document_id)
             mentioned = self._delete_document_children(s, document_id)
             s.delete(row)
             s.flush()
+            regrade(s, row.collection, stated)  # what other documents still state drops back (A -> B)
             self._delete_orphan_entities(s, row.collection, mentioned)
 
     # --- chunks --------------------------------------------------------------------------

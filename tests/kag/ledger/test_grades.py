@@ -1,0 +1,121 @@
+"""Relation evidence grades and source kinds in the ledger, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from kag.errors import DocumentError
+from kag.ledger import Ledger
+from kag.ledger.models import DocumentRow, RelationRow
+from kag.records import ChunkDraft, EntityRecord, GraphExtraction, MentionRecord, RelationRecord
+
+TEXT = "Atlas uses Redis. Redis stores sessions near Atlas."
+
+
+def _graph(*relations: RelationRecord) -> GraphExtraction:
+    return GraphExtraction(
+        entities=(EntityRecord("atlas", "Atlas", "ORG"), EntityRecord("redis", "Redis", "PRODUCT")),
+        mentions=(MentionRecord("atlas", 0, 0, 5), MentionRecord("redis", 0, 11, 16)),
+        relations=relations or (RelationRecord("atlas", "redis", "Uses", 0.9, 0, 0, 17),),
+    )
+
+
+def _write(ledger: Ledger, source: str, sha: str, meta: dict[str, Any] | None = None, graph: GraphExtraction | None = None):
+    ledger.ensure_collection("hr")
+    return ledger.write_document(
+        collection="hr",
+        source_uri=source,
+        sha256=sha,
+        mime_type="text/markdown",
+        title="A",
+        text=TEXT,
+        size_bytes=len(TEXT),
+        metadata=meta or {},
+        chunks=[ChunkDraft(0, TEXT, 0, len(TEXT), 9)],
+        graph=graph or _graph(),
+    )
+
+
+def _grades(ledger: Ledger) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(type, document) -> [(grade, source kind)] of every relation row."""
+    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    with ledger.session() as s:
+        for r in s.scalars(select(RelationRow)):
+            found.setdefault((r.type, r.document_id), []).append((r.grade, r.source_kind))
+    return found
+
+
+def test_one_document_typed_is_b_co_occurrence_and_weak_patterns_are_c(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    doc = _write(
+        ledger,
+        "/a.md",
+        "a" * 64,
+        graph=_graph(
+            RelationRecord("atlas", "redis", "Uses", 0.9, 0, 0, 17),
+            RelationRecord("redis", "atlas", "RelatedTo", 0.5, 0, 18, 51),
+            RelationRecord("redis", "atlas", "DependsOn", 0.5, 0, 18, 51),  # through prepositions: weak
+        ),
+    )
+    grades = _grades(ledger)
+    assert grades[("Uses", doc.document_id)] == [("B", "document")]
+    assert grades[("RelatedTo", doc.document_id)] == [("C", "document")]
+    assert grades[("DependsOn", doc.document_id)] == [("C", "document")]
+
+
+def test_a_second_independent_document_raises_to_a_and_deleting_it_lowers_again(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    first = _write(ledger, "/a.md", "a" * 64)
+    second = _write(ledger, "/b.md", "b" * 64)
+    grades = _grades(ledger)
+    assert grades[("Uses", first.document_id)] == [("A", "document")]  # the older row is regraded too
+    assert grades[("Uses", second.document_id)] == [("A", "document")]
+    ledger.delete_document(second.document_id)
+    assert _grades(ledger) == {("Uses", first.document_id): [("B", "document")]}
+    # a new version that no longer states it lowers the other document's rows the same way
+    second = _write(ledger, "/b.md", "b" * 64)
+    assert _grades(ledger)[("Uses", first.document_id)] == [("A", "document")]
+    _write(ledger, "/b.md", "c" * 64, graph=_graph(RelationRecord("atlas", "redis", "RelatedTo", 0.4, 0, 0, 17)))
+    assert _grades(ledger)[("Uses", first.document_id)] == [("B", "document")]
+
+
+def test_the_same_content_twice_is_not_independent(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    first = _write(ledger, "/a.md", "a" * 64)
+    _write(ledger, "/copy-of-a.md", "a" * 64)
+    assert _grades(ledger)[("Uses", first.document_id)] == [("B", "document")]
+
+
+def test_metadata_marks_reproducible_sources_kinds_and_raises_grades(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    paper = _write(ledger, "/paper.md", "a" * 64, {"source_kind": "Paper", "reproducible": "true"})
+    assert _grades(ledger)[("Uses", paper.document_id)] == [("A", "paper")]
+    bench = _write(
+        ledger,
+        "/bench.md",
+        "b" * 64,
+        {"source_kind": "benchmark", "evidence_grade": "b"},
+        graph=_graph(RelationRecord("atlas", "redis", "RelatedTo", 0.4, 0, 0, 17)),
+    )
+    assert _grades(ledger)[("RelatedTo", bench.document_id)] == [("B", "benchmark")]  # raised, C -> B
+    low = _write(ledger, "/low.md", "c" * 64, {"evidence_grade": "C"})
+    assert _grades(ledger)[("Uses", low.document_id)] == [("A", "document")]  # a floor never lowers
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [({"source_kind": "blog"}, "source_kind 'blog' is not a source kind"), ({"evidence_grade": "Z"}, "not a grade")],
+)
+def test_bad_evidence_metadata_is_refused_before_anything_is_written(
+    ledger_url: str, meta: dict[str, Any], message: str
+) -> None:
+    ledger = Ledger(ledger_url)
+    kept = _write(ledger, "/a.md", "a" * 64)
+    with pytest.raises(DocumentError, match=message):
+        _write(ledger, "/bad.md", "b" * 64, meta)
+    with ledger.session() as s:
+        assert s.scalar(select(func.count()).select_from(DocumentRow)) == 1
+    assert _grades(ledger) == {("Uses", kept.document_id): [("B", "document")]}
