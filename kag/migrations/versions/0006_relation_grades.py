@@ -1,7 +1,7 @@
 """relation evidence grades and source kinds: each relation says how well the corpus backs it
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0007 (numbered 0006 as assigned; chained after main's newest, 0007, so one head)
 Create Date: 2026-12-04 21:00:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
