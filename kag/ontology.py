@@ -167,3 +167,16 @@ def resolve(claims: Iterable[Claim]) -> tuple[list[Claim], list[Conflict]]:
     losers = {(frozenset((c.loser.source, c.loser.target)), c.loser.type) for c in conflicts}
     kept = [c for c in claims if (frozenset((c.source, c.target)), c.type) not in losers]
     return kept, conflicts
+
+
+def winning_links(rows: Iterable[tuple[str, str, str, float, str, datetime | None]]) -> list[tuple[str, str, float]]:
+    """(source, target, strongest strength) per entity pair from (source, target, type, strength, grade,
+    newest timestamp) rows, leaving out the types that lose a conflict: retrieval then follows only
+    the relation the corpus backs better."""
+    claims = [Claim(s, t, kind, grade, stamp, float(strength)) for s, t, kind, strength, grade, stamp in rows]
+    kept, _ = resolve(claims)
+    best: dict[tuple[str, str], float] = {}
+    for c in kept:
+        if c.strength > best.get((c.source, c.target), -1.0):
+            best[c.source, c.target] = c.strength
+    return [(s, t, v) for (s, t), v in best.items()]

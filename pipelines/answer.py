@@ -348,6 +348,9 @@ class AnswerPipeline:
             "verdicts": [s.to_dict() for s in verification.sentences],
             "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items()},
         }
+        from pipelines.graph_evidence import graph_audit
+
+        body.update(graph_audit(self.ledger, scope, rankings, prompt_parts.sources))  # graph conflicts, who won
         entry = self.audit.append(body)  # raises AuditWriteError: then no answer is returned
         timings["audit"] = time.perf_counter() - t4
         timings["total"] = time.perf_counter() - t0

@@ -254,3 +254,51 @@ def neighbourhood(ledger: Any, entity: EntityView, hops: int = 1, *, max_edges: 
         "edges": [v.to_dict() for v in mark_conflicts(list(edges.values()))],
         "truncated": len(edges) >= max_edges,
     }
+
+
+def entities_in_chunks(ledger: Any, chunk_ids: Collection[str]) -> dict[str, set[str]]:
+    """collection -> ids of the entities mentioned in the given chunks."""
+    found: dict[str, set[str]] = {}
+    ids = sorted(set(chunk_ids))
+    with ledger.session() as s:
+        for start in range(0, len(ids), 500):
+            rows = s.execute(
+                select(ChunkRow.collection, MentionRow.entity_id)
+                .join(ChunkRow, ChunkRow.id == MentionRow.chunk_id)
+                .where(MentionRow.chunk_id.in_(ids[start : start + 500]))
+                .distinct()
+            ).all()
+            for collection, entity_id in rows:
+                found.setdefault(collection, set()).add(entity_id)
+    return found
+
+
+def conflicts_in_chunks(ledger: Any, collections: Collection[str], chunk_ids: Collection[str]) -> list[dict[str, Any]]:
+    """The conflicts between entities the chunks mention (in `collections` only), each saying which
+    relation won and why, with both relations' evidence."""
+    entries: list[dict[str, Any]] = []
+    for collection, entity_ids in sorted(entities_in_chunks(ledger, chunk_ids).items()):
+        if collection not in collections:
+            continue
+        views = [
+            v for v in relations_of(ledger, collection, entity_ids) if v.source_id in entity_ids and v.target_id in entity_ids
+        ]
+        by_id = {v.relation_id: v for v in views}
+        for conflict in conflicts_among(views):
+            winner, loser = by_id[conflict.winner.relation_id], by_id[conflict.loser.relation_id]
+            entries.append(
+                {
+                    "collection": collection,
+                    "entities": sorted({winner.source, winner.target}),
+                    "rule": conflict.rule,
+                    "winner": _side(winner),
+                    "loser": _side(loser),
+                }
+            )
+    return entries
+
+
+def _side(view: RelationView) -> dict[str, Any]:
+    data = view.to_dict()
+    data.pop("conflict", None)
+    return data

@@ -34,7 +34,7 @@ from kag.ledger.models import (
     RelationRow,
     utcnow,
 )
-from kag.ontology import DocumentEvidence, document_evidence, row_grade
+from kag.ontology import DocumentEvidence, document_evidence, row_grade, winning_links
 from kag.records import ChunkDraft, GraphExtraction, IndexedChunk, PageSpan
 
 #: a `running` job whose owner's heartbeat is older than this, on another host, is stale by default
@@ -662,17 +662,27 @@ class Ledger:
     def graph_links(self, collection: str) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         """(entities with mention counts, links, mentions, name vectors) of one collection, for retrieval.
 
-        A link is (source id, target id, strongest strength) over all relations between the two,
-        aggregated by the database instead of shipping every relation row (a corpus repeats the
+        A link is (source id, target id, strongest strength) over the relations between the two that
+        win any conflict (higher grade, then newer: `kag.ontology.resolve`), aggregated per type by
+        the database instead of shipping every relation row (a corpus repeats the
         same pairs many times); a mention is (entity id, chunk id, document id); a name vector is
         (entity id, float16 bytes), for the entities whose names have been embedded."""
         with self.session() as s:
             entities = self._entities_with_mention_counts(s, collection)
-            links = s.execute(
-                select(RelationRow.source_id, RelationRow.target_id, func.max(RelationRow.strength))
+            # per type, so a relation that loses a conflict (kag.ontology.OPPOSING_TYPES) is left out
+            typed = s.execute(
+                select(
+                    RelationRow.source_id,
+                    RelationRow.target_id,
+                    RelationRow.type,
+                    func.max(RelationRow.strength),
+                    func.min(RelationRow.grade),
+                    func.max(RelationRow.created_at),
+                )
                 .where(RelationRow.collection == collection)
-                .group_by(RelationRow.source_id, RelationRow.target_id)
+                .group_by(RelationRow.source_id, RelationRow.target_id, RelationRow.type)
             ).all()
+            links = winning_links(tuple(r) for r in typed)
             mentions = s.execute(
                 select(MentionRow.entity_id, MentionRow.chunk_id, MentionRow.document_id)
                 .join(EntityRow, EntityRow.id == MentionRow.entity_id)

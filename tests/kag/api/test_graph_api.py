@@ -137,3 +137,24 @@ def test_a_reproducible_second_document_regrades_and_flips_the_conflict(graph_ap
     by_type = {r["type"]: r for r in entity["relations"] if r["target"] == "glucagon"}
     assert by_type["OppositeTo"]["grade"] == "A" and by_type["OppositeTo"]["documents"] == 2
     assert by_type["OppositeTo"]["conflict"] == "won" and by_type["Influences"]["conflict"] == "lost"
+
+
+def test_the_audit_record_says_which_graph_relation_won(graph_api: GraphApi) -> None:
+    r = graph_api.client.post(
+        "/v1/ask", json={"question": "How does insulin act on glucagon?"}, headers=graph_api.h("bio")
+    )
+    assert r.status_code == 200, r.text
+    body = graph_api.client.get(f"/v1/audit/{r.json()['audit_id']}", headers=graph_api.h("all")).json()
+    record = body.get("body", body)
+    assert record["retrieval"]["per_retriever"]["graph"], "the graph retriever must have found the insulin chunks"
+    conflicts = record["graph_conflicts"]
+    (conflict,) = [c for c in conflicts if {c["winner"]["type"], c["loser"]["type"]} == {"Influences", "OppositeTo"}]
+    assert conflict["collection"] == "bio" and {e.lower() for e in conflict["entities"]} == {"insulin", "glucagon"}
+    # the same winner the entity view shows, for the reason the grades give
+    (entity,) = _entity(graph_api, "bio").json()["entities"]
+    (shown,) = [r for r in entity["relations"] if r["target"] == "glucagon" and r["conflict"] == "won"]
+    won, lost = conflict["winner"], conflict["loser"]
+    assert won["type"] == shown["type"] and won["relation_id"] == shown["relation_id"]
+    assert conflict["rule"] == ("grade" if won["grade"] != lost["grade"] else "newer")
+    assert won["grade"] <= lost["grade"]
+    assert won["evidence"]["quote"] and lost["evidence"]["quote"]

@@ -119,3 +119,19 @@ def test_bad_evidence_metadata_is_refused_before_anything_is_written(
     with ledger.session() as s:
         assert s.scalar(select(func.count()).select_from(DocumentRow)) == 1
     assert _grades(ledger) == {("Uses", kept.document_id): [("B", "document")]}
+
+
+def test_retrieval_links_follow_the_winner_of_a_conflict(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    influences = RelationRecord("atlas", "redis", "Influences", 0.7, 0, 0, 17)
+    _write(ledger, "/a.md", "a" * 64, graph=_graph(influences))
+    _write(ledger, "/b.md", "b" * 64, graph=_graph(influences))  # two documents: grade A
+    # a newer, stronger, but single-document (B) opposite claim about the same pair
+    _write(ledger, "/c.md", "c" * 64, graph=_graph(RelationRecord("redis", "atlas", "OppositeTo", 0.95, 0, 0, 17)))
+    entities, links, _, _ = ledger.graph_links("hr")
+    ids = {e[1]: e[0] for e in entities}
+    assert links == [(ids["atlas"], ids["redis"], 0.7)]  # OppositeTo lost on grade, so its 0.95 is not followed
+    # without the A grade the newer claim wins
+    ledger.delete_document(ledger.find_document("hr", "/b.md").id)  # type: ignore[union-attr]
+    _, links, _, _ = ledger.graph_links("hr")
+    assert links == [(ids["redis"], ids["atlas"], 0.95)]
