@@ -37,8 +37,9 @@ def triples_of_document(s: Session, document_id: str) -> set[Triple]:
     return {(r[0], r[1], r[2]) for r in rows}
 
 
-def regrade(s: Session, collection: str, triples: Collection[Triple]) -> None:
-    """Set the grade of every row of the given triples from all rows that state them."""
+def regrade(s: Session, collection: str, triples: Collection[Triple], floor: str | None = None) -> None:
+    """Set the grade of every row of the given triples from all rows that state them; `floor` is the
+    collection's lowest grade (settings), which raises and never lowers."""
     if not triples:
         return
     wanted = set(triples)
@@ -67,7 +68,7 @@ def regrade(s: Session, collection: str, triples: Collection[Triple]) -> None:
         grades = [row_grade(r.type, r.strength, _evidence(r.meta)) for r in rows]
         # independent documents: the same content uploaded twice is one source, not two
         stating = {r.sha256 for r in rows if stated(r.type, r.strength)}
-        grade = best_grade(*grades, "A" if len(stating) >= 2 else None)
+        grade = best_grade(*grades, "A" if len(stating) >= 2 else None, floor)
         changes.extend({"rid": r.id, "g": grade} for r in rows)
     if changes:
         table = RelationRow.__table__

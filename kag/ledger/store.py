@@ -6,7 +6,7 @@ import os
 import socket
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from kag.ledger.models import (
     RelationRow,
     utcnow,
 )
-from kag.ontology import DocumentEvidence, document_evidence, row_grade, winning_links
+from kag.ontology import DocumentEvidence, best_grade, document_evidence, row_grade, winning_links
 from kag.records import ChunkDraft, GraphExtraction, IndexedChunk, PageSpan
 
 #: a `running` job whose owner's heartbeat is older than this, on another host, is stale by default
@@ -114,8 +114,10 @@ def run_migrations(engine: Engine) -> None:
 class Ledger:
     """Typed access to the ledger tables."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, grade_floors: Mapping[str, str] | None = None) -> None:
         self.url = url
+        # collection -> lowest grade of its relations (settings: KAG_GRAPH_GRADE_FLOORS)
+        self.grade_floors = dict(grade_floors or {})
         try:
             self.engine = create_ledger_engine(url)
             if migrate:
@@ -271,6 +273,8 @@ class Ledger:
         Graph offsets arrive relative to their chunk's text and are stored relative to the document's."""
         doc_id = ids.document_id(collection, source_uri)
         evidence = document_evidence(metadata)  # a bad source_kind or grade fails before any write
+        floor = self.grade_floors.get(collection)
+        evidence = replace(evidence, grade_floor=best_grade(evidence.grade_floor, floor)) if floor else evidence
         replaced: set[str] = set()
         regraded: set[tuple[str, str, str]] = set()
         with self.session() as s:
@@ -316,7 +320,7 @@ class Ledger:
                 s, collection, doc_id, chunk_ids, [c.char_start for c in chunks], graph or GraphExtraction(), evidence
             )
             # the grades of what this version states, and of what only the old version stated
-            regrade(s, collection, regraded | triples_of_document(s, doc_id))
+            regrade(s, collection, regraded | triples_of_document(s, doc_id), floor)
             # entities only the old version mentioned, in the same transaction: a crash leaves none behind
             self._delete_orphan_entities(s, collection, replaced - written)
         indexed = tuple(
@@ -492,8 +496,10 @@ class Ledger:
             chunk_rows = select(ChunkRow.ordinal, ChunkRow.char_start).where(ChunkRow.document_id == document_id)
             starts = {int(o): int(c) for o, c in s.execute(chunk_rows).all()}
             evidence = document_evidence(row.meta or {})  # checked when the version was written
+            floor = self.grade_floors.get(row.collection)
+            evidence = replace(evidence, grade_floor=best_grade(evidence.grade_floor, floor)) if floor else evidence
             written = self._write_graph(s, row.collection, document_id, chunk_ids, starts, graph, evidence)
-            regrade(s, row.collection, regraded | triples_of_document(s, document_id))
+            regrade(s, row.collection, regraded | triples_of_document(s, document_id), floor)
             self._delete_orphan_entities(s, row.collection, replaced - written)
             row.graph_status, row.graph_error = GraphStatus.DONE, None
         return True
@@ -576,7 +582,7 @@ class Ledger:
             mentioned = self._delete_document_children(s, document_id)
             s.delete(row)
             s.flush()
-            regrade(s, row.collection, stated)  # what other documents still state drops back (A -> B)
+            regrade(s, row.collection, stated, self.grade_floors.get(row.collection))  # what other documents still state drops back (A -> B)
             self._delete_orphan_entities(s, row.collection, mentioned)
 
     # --- chunks --------------------------------------------------------------------------

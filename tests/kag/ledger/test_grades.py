@@ -135,3 +135,14 @@ def test_retrieval_links_follow_the_winner_of_a_conflict(ledger_url: str) -> Non
     ledger.delete_document(ledger.find_document("hr", "/b.md").id)  # type: ignore[union-attr]
     _, links, _, _ = ledger.graph_links("hr")
     assert links == [(ids["redis"], ids["atlas"], 0.95)]
+
+
+def test_a_collection_grade_floor_from_settings_raises_its_relations(ledger_url: str) -> None:
+    from kag.settings import Settings
+
+    settings = Settings(_env_file=None, graph_grade_floors={"hr": "B"})
+    ledger = Ledger(ledger_url, grade_floors=settings.graph_grade_floors)
+    doc = _write(ledger, "/a.md", "a" * 64, graph=_graph(RelationRecord("atlas", "redis", "RelatedTo", 0.4, 0, 0, 17)))
+    assert _grades(ledger)[("RelatedTo", doc.document_id)] == [("B", "document")]
+    with pytest.raises(ValueError, match="graph_grade_floors"):
+        Settings(_env_file=None, graph_grade_floors={"hr": "Z"})
