@@ -69,9 +69,7 @@ def document_evidence(meta: Mapping[str, Any]) -> DocumentEvidence:
     if floor is not None:
         floor = str(floor).strip().upper()
         if floor not in GRADES:
-            raise DocumentError(
-                f"evidence_grade {meta.get('evidence_grade')!r} is not a grade", hint="use A, B or C"
-            )
+            raise DocumentError(f"evidence_grade {meta.get('evidence_grade')!r} is not a grade", hint="use A, B or C")
     return DocumentEvidence(kind, _truthy(meta.get("reproducible")), floor)
 
 

@@ -64,7 +64,7 @@ def regrade(s: Session, collection: str, triples: Collection[Triple], floor: str
             if triple in wanted:
                 found.setdefault(triple, []).append(r)
     changes: list[dict[str, Any]] = []
-    for triple, rows in found.items():
+    for rows in found.values():
         grades = [row_grade(r.type, r.strength, _evidence(r.meta)) for r in rows]
         # independent documents: the same content uploaded twice is one source, not two
         stating = {r.sha256 for r in rows if stated(r.type, r.strength)}

@@ -66,7 +66,9 @@ class RelationView:
         return data
 
     def claim(self) -> Claim:
-        return Claim(self.source_id, self.target_id, self.type, self.grade, self.created_at, self.strength, self.relation_id)
+        return Claim(
+            self.source_id, self.target_id, self.type, self.grade, self.created_at, self.strength, self.relation_id
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,9 @@ def find_entity(ledger: Any, collection: str, name: str) -> EntityView | None:
             ).first()
         if row is None:
             return None
-        mentions = int(s.scalar(select(func.count()).select_from(MentionRow).where(MentionRow.entity_id == row.id)) or 0)
+        mentions = int(
+            s.scalar(select(func.count()).select_from(MentionRow).where(MentionRow.entity_id == row.id)) or 0
+        )
         return EntityView(collection, row.id, row.key, row.name, row.label, mentions)
 
 
@@ -116,8 +120,9 @@ def find_entities(ledger: Any, collections: Iterable[str], name: str) -> list[En
     scope = sorted(set(collections))
     found = [e for e in (find_entity(ledger, c, name) for c in scope) if e is not None]
     if not found:
+        where = f"the collection{'s' if len(scope) != 1 else ''} {', '.join(scope) or '(none)'}"
         raise NotFoundError(
-            f"no entity named {name!r} in the collection{'s' if len(scope) != 1 else ''} {', '.join(scope) or '(none)'}",
+            f"no entity named {name!r} in {where}",
             hint="entities come from ingested text; try another spelling or the singular (policy, not policies)",
             entity=name,
         )
@@ -281,9 +286,11 @@ def conflicts_in_chunks(ledger: Any, collections: Collection[str], chunk_ids: Co
         if collection not in collections:
             continue
         views = [
-            v for v in relations_of(ledger, collection, entity_ids) if v.source_id in entity_ids and v.target_id in entity_ids
+            v
+            for v in relations_of(ledger, collection, entity_ids)
+            if v.source_id in entity_ids and v.target_id in entity_ids
         ]
-        by_id = {v.relation_id: v for v in views}
+        by_id: dict[str | None, RelationView] = {v.relation_id: v for v in views}
         for conflict in conflicts_among(views):
             winner, loser = by_id[conflict.winner.relation_id], by_id[conflict.loser.relation_id]
             entries.append(

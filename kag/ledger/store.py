@@ -582,7 +582,8 @@ class Ledger:
             mentioned = self._delete_document_children(s, document_id)
             s.delete(row)
             s.flush()
-            regrade(s, row.collection, stated, self.grade_floors.get(row.collection))  # what other documents still state drops back (A -> B)
+            # what other documents still state drops back (A -> B)
+            regrade(s, row.collection, stated, self.grade_floors.get(row.collection))
             self._delete_orphan_entities(s, row.collection, mentioned)
 
     # --- chunks --------------------------------------------------------------------------
@@ -688,7 +689,7 @@ class Ledger:
                 .where(RelationRow.collection == collection)
                 .group_by(RelationRow.source_id, RelationRow.target_id, RelationRow.type)
             ).all()
-            links = winning_links(tuple(r) for r in typed)
+            links = winning_links((r[0], r[1], r[2], float(r[3]), r[4], r[5]) for r in typed)
             mentions = s.execute(
                 select(MentionRow.entity_id, MentionRow.chunk_id, MentionRow.document_id)
                 .join(EntityRow, EntityRow.id == MentionRow.entity_id)

@@ -43,7 +43,10 @@ async def get_entity(
         found = find_entities(ledger, scope, name)
         return {
             "entities": [
-                {**e.to_dict(), "relations": [r.to_dict() for r in relations_of(ledger, e.collection, [e.entity_id], limit=limit)]}
+                {
+                    **e.to_dict(),
+                    "relations": [r.to_dict() for r in relations_of(ledger, e.collection, [e.entity_id], limit=limit)],
+                }
                 for e in found
             ]
         }

@@ -23,7 +23,9 @@ def _graph(*relations: RelationRecord) -> GraphExtraction:
     )
 
 
-def _write(ledger: Ledger, source: str, sha: str, meta: dict[str, Any] | None = None, graph: GraphExtraction | None = None):
+def _write(
+    ledger: Ledger, source: str, sha: str, meta: dict[str, Any] | None = None, graph: GraphExtraction | None = None
+):
     ledger.ensure_collection("hr")
     return ledger.write_document(
         collection="hr",
