@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -148,3 +149,69 @@ def test_a_collection_grade_floor_from_settings_raises_its_relations(ledger_url:
     assert _grades(ledger)[("RelatedTo", doc.document_id)] == [("B", "document")]
     with pytest.raises(ValueError, match="graph_grade_floors"):
         Settings(_env_file=None, graph_grade_floors={"hr": "Z"})
+
+
+def test_migration_0006_grades_the_relations_already_stored(ledger_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from kag.ledger.store import MIGRATIONS_DIR, create_ledger_engine
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    engine = create_ledger_engine(ledger_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "0004")
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO collections (name, description, created_at) VALUES ('hr', '', :now)"), {"now": now})
+        for doc in ("d1", "d2"):
+            c.execute(
+                text(
+                    "INSERT INTO documents (id, collection, source_uri, sha256, mime_type, title, version, status, "
+                    "size_bytes, text, metadata, created_at, updated_at) "
+                    "VALUES (:d, 'hr', :uri, :sha, 'text/plain', '', 1, 'indexed', 1, 'x', '{}', :now, :now)"
+                ),
+                {"d": doc, "uri": "/" + doc, "sha": doc * 32, "now": now},
+            )
+            c.execute(
+                text(
+                    "INSERT INTO chunks (id, document_id, collection, ordinal, text, char_start, char_end, "
+                    "heading_path, token_count) VALUES (:c, :d, 'hr', 0, 'x', 0, 1, '[]', 1)"
+                ),
+                {"c": "c" + doc, "d": doc},
+            )
+        for e in ("a", "b", "z"):
+            c.execute(
+                text("INSERT INTO entities (id, collection, key, name, label) VALUES (:e, 'hr', :k, :n, 'X')"),
+                {"e": e, "k": e, "n": e},
+            )
+        rows = [
+            ("r1", "a", "b", "Uses", 0.9, "d1"),
+            ("r2", "a", "b", "Uses", 0.9, "d2"),  # two documents: A
+            ("r3", "a", "z", "Uses", 0.9, "d1"),  # one: B
+            ("r4", "b", "z", "RelatedTo", 0.5, "d1"),  # co-occurrence: C
+            ("r5", "b", "z", "DependsOn", 0.5, "d2"),  # weak: C
+        ]
+        for rid, s, t, kind, strength, doc in rows:
+            c.execute(
+                text(
+                    "INSERT INTO relations (id, collection, source_id, target_id, type, strength, chunk_id, "
+                    "document_id, evidence_start, evidence_end, created_at) "
+                    "VALUES (:r, 'hr', :s, :t, :k, :v, :c, :d, 0, 1, :now)"
+                ),
+                {"r": rid, "s": s, "t": t, "k": kind, "v": strength, "c": "c" + doc, "d": doc, "now": now},
+            )
+    engine.dispose()
+    ledger = Ledger(ledger_url)  # upgrades to head
+    with ledger.session() as s:
+        found = {r.id: (r.grade, r.source_kind) for r in s.scalars(select(RelationRow))}
+    assert found == {
+        "r1": ("A", "document"),
+        "r2": ("A", "document"),
+        "r3": ("B", "document"),
+        "r4": ("C", "document"),
+        "r5": ("C", "document"),
+    }
