@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from kag.errors import DocumentError
@@ -42,10 +42,11 @@ def regrade(s: Session, collection: str, triples: Collection[Triple], floor: str
     collection's lowest grade (settings), which raises and never lowers."""
     if not triples:
         return
-    wanted = set(triples)
-    sources = sorted({t[0] for t in wanted})
+    wanted = sorted(set(triples))
     found: dict[Triple, list[Any]] = {}
-    for start in range(0, len(sources), 500):
+    # exactly the triples (index ix_relations_pair_type), not every relation of their entities: a hub
+    # entity's other relations would make each write read a large part of the collection
+    for start in range(0, len(wanted), 300):
         rows = s.execute(
             select(
                 RelationRow.id,
@@ -57,12 +58,13 @@ def regrade(s: Session, collection: str, triples: Collection[Triple], floor: str
                 DocumentRow.meta,
             )
             .join(DocumentRow, DocumentRow.id == RelationRow.document_id)
-            .where(RelationRow.collection == collection, RelationRow.source_id.in_(sources[start : start + 500]))
+            .where(
+                RelationRow.collection == collection,
+                tuple_(RelationRow.source_id, RelationRow.target_id, RelationRow.type).in_(wanted[start : start + 300]),
+            )
         ).all()
         for r in rows:
-            triple = (r.source_id, r.target_id, r.type)
-            if triple in wanted:
-                found.setdefault(triple, []).append(r)
+            found.setdefault((r.source_id, r.target_id, r.type), []).append(r)
     changes: list[dict[str, Any]] = []
     for rows in found.values():
         grades = [row_grade(r.type, r.strength, _evidence(r.meta)) for r in rows]

@@ -215,3 +215,20 @@ def test_migration_0006_grades_the_relations_already_stored(ledger_url: str) -> 
         "r4": ("C", "document"),
         "r5": ("C", "document"),
     }
+
+
+def test_regrading_more_triples_than_one_statement_binds(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    keys = [f"e{i}" for i in range(30)]
+    graph = GraphExtraction(
+        entities=tuple(EntityRecord(k, k, "X") for k in keys),
+        mentions=tuple(MentionRecord(k, 0, 0, 5) for k in keys),
+        relations=tuple(
+            RelationRecord(a, b, "Uses", 0.9, 0, 0, 17) for i, a in enumerate(keys) for b in keys[i + 1 :]
+        ),  # 435 triples
+    )
+    _write(ledger, "/a.md", "a" * 64, graph=graph)
+    _write(ledger, "/b.md", "b" * 64, graph=graph)
+    grades = _grades(ledger)
+    assert sum(len(v) for v in grades.values()) == 870
+    assert {g for rows in grades.values() for g, _ in rows} == {"A"}
