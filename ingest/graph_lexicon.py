@@ -19,6 +19,7 @@ RELATIONAL_NOUNS = frozenset(
     {
         "part", "type", "kind", "sort", "form", "instance", "example", "member", "subset",
         "component", "piece", "variant", "version", "way", "lot", "number", "thing", "use",
+        "opposite", "inverse", "antonym", "antagonist",
     }
 )  # fmt: skip
 
@@ -48,11 +49,17 @@ _add("Requires", "require", "need", "demand", "call for")
 # Not "have": "X has a strong effect" is no containment, and it is the commonest verb there is.
 _add("Contains", "contain", "include", "consist of", "comprise", "be composed of", "be made of")
 _add("Contains", "be contained in", "be included in", inverse=True)
+# Composes(part, whole) is Contains read from the part: "amino acids make up proteins".
+_add("Composes", "make up", "compose", "constitute", "be constituent of", "be building block of")
 _add("DependsOn", "depend on", "be dependent on", "be based on")
 _add("Connects", "connect", "connect to", "connect with", "link", "link to", "link with",
      "integrate with", "be connected to", "be linked to", "be integrated with", "interface with")  # fmt: skip
 # semantics
 _add("SimilarTo", "resemble", "be similar to", "be like", "be analogous to", "be comparable to")
+_add("OppositeTo", "oppose", "counteract", "antagonize", "contradict", "be opposite of", "be opposite to",
+     "be inverse of", "be antonym of", "be antagonist of", "be contrary to", "be opposed to")  # fmt: skip
+# Passives come with the agent rule: "diet is affected by income" is Influences(income, diet).
+_add("Influences", "influence", "affect", "regulate", "modulate", "shape", "impact")
 # technique
 _add("Implements", "implement", "realize", "be implementation of")
 _add("Extends", "extend", "build on", "build upon", "inherit", "inherit from", "be built on",

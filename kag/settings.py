@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         "(its path under the folder it was ingested from) or `absolute` (the full path on the ingesting "
         "machine). Documents are identified by the absolute path either way.",
     )
+    graph_grade_floors: dict[str, Literal["A", "B", "C"]] = Field(
+        default_factory=dict,
+        description="Collection -> the lowest evidence grade its relations get (A, B or C; raises, never lowers), "
+        'as JSON, e.g. `{"papers": "B"}`: for a curated collection whose every source is trusted.',
+    )
     graph_extractor: Literal["spacy", "llm"] = Field(
         "spacy",
         description="Graph extraction at ingestion: `spacy` (NER, noun phrases, dependency-parse relations) or "

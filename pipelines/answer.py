@@ -367,6 +367,9 @@ class AnswerPipeline:
         }
         if stop_reason == "interrupted":
             body["interrupted"] = True
+        from pipelines.graph_evidence import graph_audit
+
+        body.update(graph_audit(self.ledger, scope, rankings, prompt_parts.sources))  # graph conflicts, who won
         entry = self.audit.append(body)  # raises AuditWriteError: then no answer is returned
         timings["audit"] = time.perf_counter() - t4
         if stop_reason == "interrupted":

@@ -8,11 +8,15 @@ from typing import Any
 
 from ingest.loaders.base import clean_title, first_line_title, require_text
 from ingest.loaders.text import detect_text
+from kag.errors import DocumentError
+from kag.ontology import document_evidence
 from kag.records import HeadingSpan, ParsedDocument
 
 # YAML front matter: markdown-it would read its closing `---` as a setext underline
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(?:.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
 _FRONT_MATTER_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
+# front-matter keys that grade the document's relations (see kag.ontology)
+_FRONT_MATTER_EVIDENCE = re.compile(r"^(source_kind|reproducible|evidence_grade):[ \t]*(.+?)[ \t]*$", re.MULTILINE)
 
 
 class MarkdownLoader:
@@ -35,12 +39,15 @@ class MarkdownLoader:
             # the first H1, else the first heading, else the first line
             ranked = sorted(headings, key=lambda h: h.level != 1)
             title = clean_title(ranked[0].title) if ranked else first_line_title(text[body_start:])
+        metadata: dict[str, Any] = {"encoding": decoded.encoding}
+        if front:
+            metadata.update(_front_matter_evidence(front.group(0), source))
         return ParsedDocument(
             text=text,
             mime_type=self.mime_type,
             title=title,
             headings=headings,
-            metadata={"encoding": decoded.encoding},
+            metadata=metadata,
         )
 
     def _headings(self, text: str) -> list[HeadingSpan]:
@@ -78,6 +85,16 @@ def _locate(text: str, content: str, lo: int, hi: int) -> tuple[int, int] | None
     first_line = content.split("\n", 1)[0].strip()
     at = text.find(first_line, lo, hi) if first_line else -1
     return (at, at + len(first_line)) if at >= 0 else None
+
+
+def _front_matter_evidence(front: str, source: str) -> dict[str, str]:
+    """source_kind, reproducible and evidence_grade from the front matter; a bad value names the file."""
+    found = {m.group(1): m.group(2).strip("\"'") for m in _FRONT_MATTER_EVIDENCE.finditer(front)}
+    try:
+        document_evidence(found)
+    except DocumentError as exc:
+        raise DocumentError(f"{source}: {exc.message}", hint=exc.hint, source=source) from None
+    return found
 
 
 def _front_matter_title(front: str) -> str | None:

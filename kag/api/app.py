@@ -18,7 +18,7 @@ import kag
 from kag.api.errors import ErrorEnvelope, install_error_handlers, internal_error_body
 from kag.api.limits import BodyLimitMiddleware, RateLimitHeadersMiddleware, TimeoutMiddleware
 from kag.api.metrics import Metrics, MetricsMiddleware
-from kag.api.routers import answers, audit, documents, health, keys, models, openai, ui
+from kag.api.routers import answers, audit, documents, graph, health, keys, models, openai, ui
 from kag.api.services import Services
 from kag.api.tracing import instrument, tracer_provider_from
 from kag.settings import Settings
@@ -132,7 +132,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (health, keys, documents, answers, models, openai, audit, ui):
+    for module in (health, keys, documents, answers, models, openai, audit, graph, ui):
         app.include_router(module.router)
     app.mount("/ui/static", StaticFiles(packages=[("kag.api", "static")]), name="ui-static")
 

@@ -102,6 +102,7 @@ class Runtime:
                 qdrant_lexical_collection=s.qdrant_lexical_collection,
                 lexical_avg_doc_tokens=s.lexical_avg_doc_tokens,
                 lexical_title_boost=s.lexical_title_boost,
+                grade_floors=s.graph_grade_floors,
             )
         return self._stores
 

@@ -155,6 +155,7 @@ class MentionRow(Base):
 
 class RelationRow(Base):
     __tablename__ = "relations"
+    __table_args__ = (Index("ix_relations_pair_type", "source_id", "target_id", "type"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     collection: Mapped[str] = mapped_column(String(128), index=True)
@@ -167,6 +168,11 @@ class RelationRow(Base):
     evidence_start: Mapped[int] = mapped_column(Integer)
     evidence_end: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: evidence grade of the relation (A, B or C, see `kag.ontology`), the same on every row of one
+    #: (source, target, type): recomputed when a document stating it is written or deleted
+    grade: Mapped[str] = mapped_column(String(1), default="C", server_default="C")
+    #: paper, implementation, benchmark or document: from the evidencing document's metadata
+    source_kind: Mapped[str] = mapped_column(String(16), default="document", server_default="document")
 
 
 class IngestJobRow(Base):

@@ -6,7 +6,7 @@ import os
 import socket
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from kag import ids
 from kag.errors import NotFoundError, StoreError
+from kag.ledger.grades import regrade, triples_of_document
 from kag.ledger.models import (
     ChunkRow,
     CollectionRow,
@@ -33,6 +34,7 @@ from kag.ledger.models import (
     RelationRow,
     utcnow,
 )
+from kag.ontology import DocumentEvidence, best_grade, document_evidence, row_grade, winning_links
 from kag.records import ChunkDraft, GraphExtraction, IndexedChunk, PageSpan
 
 #: a `running` job whose owner's heartbeat is older than this, on another host, is stale by default
@@ -112,8 +114,10 @@ def run_migrations(engine: Engine) -> None:
 class Ledger:
     """Typed access to the ledger tables."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, grade_floors: Mapping[str, str] | None = None) -> None:
         self.url = url
+        # collection -> lowest grade of its relations (settings: KAG_GRAPH_GRADE_FLOORS)
+        self.grade_floors = dict(grade_floors or {})
         try:
             self.engine = create_ledger_engine(url)
             if migrate:
@@ -268,7 +272,11 @@ class Ledger:
         `pages` are the document's page spans; `source_path` is what readers are shown of `source_uri`.
         Graph offsets arrive relative to their chunk's text and are stored relative to the document's."""
         doc_id = ids.document_id(collection, source_uri)
+        evidence = document_evidence(metadata)  # a bad source_kind or grade fails before any write
+        floor = self.grade_floors.get(collection)
+        evidence = replace(evidence, grade_floor=best_grade(evidence.grade_floor, floor)) if floor else evidence
         replaced: set[str] = set()
+        regraded: set[tuple[str, str, str]] = set()
         with self.session() as s:
             row = s.get(DocumentRow, doc_id)
             if row is None:
@@ -277,6 +285,7 @@ class Ledger:
                 s.add(row)
             else:
                 version = row.version + 1
+                regraded = triples_of_document(s, doc_id)
                 replaced = self._delete_document_children(s, doc_id)
             row.sha256, row.mime_type, row.title, row.text = sha256, mime_type, title, text
             row.size_bytes, row.meta, row.version = size_bytes, metadata, version
@@ -308,8 +317,10 @@ class Ledger:
             )
             s.flush()
             written = self._write_graph(
-                s, collection, doc_id, chunk_ids, [c.char_start for c in chunks], graph or GraphExtraction()
+                s, collection, doc_id, chunk_ids, [c.char_start for c in chunks], graph or GraphExtraction(), evidence
             )
+            # the grades of what this version states, and of what only the old version stated
+            regrade(s, collection, regraded | triples_of_document(s, doc_id), floor)
             # entities only the old version mentioned, in the same transaction: a crash leaves none behind
             self._delete_orphan_entities(s, collection, replaced - written)
         indexed = tuple(
@@ -326,6 +337,7 @@ class Ledger:
         chunk_ids: Sequence[str] | Mapping[int, str],
         chunk_starts: Sequence[int] | Mapping[int, int],
         graph: GraphExtraction,
+        evidence: DocumentEvidence | None = None,
     ) -> set[str]:
         """Insert the document's entities (if new), mentions and relations; the ids of the entities it mentions.
 
@@ -357,6 +369,7 @@ class Ledger:
             s.execute(insert(MentionRow), mentions)
         relations: dict[str, dict[str, Any]] = {}
         now = utcnow()
+        evidence = evidence or DocumentEvidence()
         for r in graph.relations:
             if r.source_key not in entity_ids or r.target_key not in entity_ids:
                 continue
@@ -377,6 +390,8 @@ class Ledger:
                     "evidence_start": base + r.evidence_start,
                     "evidence_end": base + r.evidence_end,
                     "created_at": now,
+                    "grade": row_grade(r.type, r.strength, evidence),
+                    "source_kind": evidence.source_kind,
                 },
             )
         if relations:
@@ -475,11 +490,16 @@ class Ledger:
             replaced = set(
                 s.scalars(select(MentionRow.entity_id).where(MentionRow.document_id == document_id).distinct())
             )
+            regraded = triples_of_document(s, document_id)
             s.execute(delete(RelationRow).where(RelationRow.document_id == document_id))
             s.execute(delete(MentionRow).where(MentionRow.document_id == document_id))
             chunk_rows = select(ChunkRow.ordinal, ChunkRow.char_start).where(ChunkRow.document_id == document_id)
             starts = {int(o): int(c) for o, c in s.execute(chunk_rows).all()}
-            written = self._write_graph(s, row.collection, document_id, chunk_ids, starts, graph)
+            evidence = document_evidence(row.meta or {})  # checked when the version was written
+            floor = self.grade_floors.get(row.collection)
+            evidence = replace(evidence, grade_floor=best_grade(evidence.grade_floor, floor)) if floor else evidence
+            written = self._write_graph(s, row.collection, document_id, chunk_ids, starts, graph, evidence)
+            regrade(s, row.collection, regraded | triples_of_document(s, document_id), floor)
             self._delete_orphan_entities(s, row.collection, replaced - written)
             row.graph_status, row.graph_error = GraphStatus.DONE, None
         return True
@@ -558,9 +578,12 @@ class Ledger:
             row = s.get(DocumentRow, document_id)
             if row is None:
                 return
+            stated = triples_of_document(s, document_id)
             mentioned = self._delete_document_children(s, document_id)
             s.delete(row)
             s.flush()
+            # what other documents still state drops back (A -> B)
+            regrade(s, row.collection, stated, self.grade_floors.get(row.collection))
             self._delete_orphan_entities(s, row.collection, mentioned)
 
     # --- chunks --------------------------------------------------------------------------
@@ -646,17 +669,27 @@ class Ledger:
     def graph_links(self, collection: str) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         """(entities with mention counts, links, mentions, name vectors) of one collection, for retrieval.
 
-        A link is (source id, target id, strongest strength) over all relations between the two,
-        aggregated by the database instead of shipping every relation row (a corpus repeats the
+        A link is (source id, target id, strongest strength) over the relations between the two that
+        win any conflict (higher grade, then newer: `kag.ontology.resolve`), aggregated per type by
+        the database instead of shipping every relation row (a corpus repeats the
         same pairs many times); a mention is (entity id, chunk id, document id); a name vector is
         (entity id, float16 bytes), for the entities whose names have been embedded."""
         with self.session() as s:
             entities = self._entities_with_mention_counts(s, collection)
-            links = s.execute(
-                select(RelationRow.source_id, RelationRow.target_id, func.max(RelationRow.strength))
+            # per type, so a relation that loses a conflict (kag.ontology.OPPOSING_TYPES) is left out
+            typed = s.execute(
+                select(
+                    RelationRow.source_id,
+                    RelationRow.target_id,
+                    RelationRow.type,
+                    func.max(RelationRow.strength),
+                    func.min(RelationRow.grade),
+                    func.max(RelationRow.created_at),
+                )
                 .where(RelationRow.collection == collection)
-                .group_by(RelationRow.source_id, RelationRow.target_id)
+                .group_by(RelationRow.source_id, RelationRow.target_id, RelationRow.type)
             ).all()
+            links = winning_links((r[0], r[1], r[2], float(r[3]), r[4], r[5]) for r in typed)
             mentions = s.execute(
                 select(MentionRow.entity_id, MentionRow.chunk_id, MentionRow.document_id)
                 .join(EntityRow, EntityRow.id == MentionRow.entity_id)

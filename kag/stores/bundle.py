@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,7 @@ def open_stores(
     lexical_avg_doc_tokens: float = 100.0,
     lexical_title_boost: float = 0.5,
     lock_timeout: float = 0,
+    grade_floors: Mapping[str, str] | None = None,
 ) -> Stores:
     """Open every store; the embedded data dir is locked for this process until `close()`."""
     from kag.stores.vector import open_vector_index
@@ -84,7 +86,7 @@ def open_stores(
     lock = DataDirLock(data_dir)
     lock.acquire(timeout=lock_timeout)
     try:
-        ledger = Ledger(database_url)
+        ledger = Ledger(database_url, grade_floors=grade_floors)
         vectors = open_vector_index(
             data_dir=data_dir,
             dim=dim,

@@ -23,8 +23,8 @@ RELATION_GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "hierarchy": ("IsA", "PartOf", "InstanceOf"),
         "function": ("Causes", "Enables", "Prevents", "Requires"),
-        "structure": ("Contains", "DependsOn", "Connects"),
-        "semantics": ("SimilarTo", "RelatedTo"),
+        "structure": ("Contains", "Composes", "DependsOn", "Connects"),
+        "semantics": ("SimilarTo", "OppositeTo", "Influences", "RelatedTo"),
         "technique": ("Implements", "Extends", "Uses", "Optimizes"),
     }
 )

@@ -142,6 +142,14 @@ def test_mention_offsets_are_exact(extractor: SpacyGraphExtractor) -> None:
         ("The new policy extends the old policy.", ("new policy", "Extends", "old policy")),
         ("The scheduler relies on the message queue.", ("scheduler", "Uses", "message queue")),
         ("The cache speeds up the search.", ("cache", "Optimizes", "search")),
+        ("Amino acids make up proteins.", ("amino acid", "Composes", "protein")),
+        ("Three modules constitute the compiler.", ("module", "Composes", "compiler")),
+        ("Insulin opposes glucagon.", ("insulin", "OppositeTo", "glucagon")),
+        ("Inflation is the inverse of deflation.", ("inflation", "OppositeTo", "deflation")),
+        ("Centralization is the opposite of decentralization.", ("centralization", "OppositeTo", "decentralization")),
+        ("Temperature influences the reaction rate.", ("temperature", "Influences", "reaction rate")),
+        ("Interest rates affect inflation.", ("interest rate", "Influences", "inflation")),
+        ("Diet is affected by income.", ("income", "Influences", "diet")),
     ],
 )
 def test_typed_relations(extractor: SpacyGraphExtractor, sentence: str, relation: tuple[str, str, str]) -> None:
@@ -249,3 +257,9 @@ def test_many_documents_in_one_stream_give_each_its_own_graph(extractor: SpacyGr
     assert any(e.key == "single sign-on" for e in together[0].entities)
     assert all(e.key != "single sign-on" for e in together[3].entities)
     assert extractor.extract_many([]) == [] and extractor.extract_many([[]]) == [GraphExtraction()]
+
+
+def test_every_typed_relation_of_the_ontology_has_a_pattern() -> None:
+    # RelatedTo is co-occurrence, InstanceOf also comes from "such as"; every other type needs phrases
+    patterned = {relation_type for relation_type, _ in graph_lexicon.PHRASE_RELATIONS.values()}
+    assert set(RELATION_TYPES) - {"RelatedTo"} <= patterned

@@ -187,6 +187,25 @@ def test_markdown_title_from_front_matter_and_its_dashes_are_no_heading() -> Non
     assert [h.title for h in doc.headings] == ["Part"]
 
 
+def test_markdown_front_matter_names_the_evidence_of_its_relations() -> None:
+    doc = MarkdownLoader().load(
+        b"---\ntitle: Study\nsource_kind: paper\nreproducible: true\nevidence_grade: 'B'\n---\n\nBody.\n", source="p.md"
+    )
+    assert doc.metadata["source_kind"] == "paper"
+    assert doc.metadata["reproducible"] == "true"
+    assert doc.metadata["evidence_grade"] == "B"
+    plain = MarkdownLoader().load(b"# Notes\n\nsource_kind: blog outside front matter is text.\n", source="n.md")
+    assert "source_kind" not in plain.metadata
+
+
+def test_markdown_front_matter_with_a_bad_source_kind_names_the_file() -> None:
+    from kag.errors import DocumentError
+
+    with pytest.raises(DocumentError, match=r"b\.md: source_kind 'blog' is not a source kind") as info:
+        MarkdownLoader().load(b"---\nsource_kind: blog\n---\n\nBody.\n", source="b.md")
+    assert "paper, implementation, benchmark, document" in str(info.value)
+
+
 def test_markdown_empty() -> None:
     with pytest.raises(EmptyDocumentError):
         MarkdownLoader().load(b"\n\n   \n", source="e.md")

@@ -175,3 +175,53 @@ def test_auditor_reviews_an_answer_in_the_browser(live: Live, tmp_path: Path) ->
         finally:
             browser.close()
     assert (tmp_path / "audit-review.png").stat().st_size > 10_000
+
+
+def test_auditor_opens_an_entity_neighbourhood_and_an_edge_s_evidence(live: Live, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium_path()
+    headers = {"Authorization": f"Bearer {live.keys['auditor']}"}
+    hood = httpx.get(f"{live.url}/v1/graph/entities/Redis/neighbourhood?hops=1", headers=headers).json()
+    (redis,) = hood["neighbourhoods"]
+    (uses,) = [e for e in redis["edges"] if e["type"] == "Uses" and e["target"] == "Redis"]
+    ev = uses["evidence"]
+    text = httpx.get(f"{live.url}/v1/documents/{ev['document_id']}?include_text=true", headers=headers).json()["text"]
+    assert text[ev["doc_start"] : ev["doc_end"]] == ev["quote"]
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(f"{live.url}/ui/audit")
+            page.fill("#key", live.keys["auditor"])
+            page.click("#login-form button[type=submit]")
+            expect(page.locator("#chain")).to_contain_text("Hash chain intact")
+
+            page.fill("#graph-form input[name=entity]", "nobody-knows-this")
+            page.click("#graph-form button[type=submit]")
+            expect(page.locator("#graph-error")).to_contain_text("no entity named 'nobody-knows-this'")
+
+            page.fill("#graph-form input[name=entity]", "redis")
+            page.click("#graph-form button[type=submit]")
+            picture = page.locator("#graph-views svg[data-collection='hr']")
+            expect(picture).to_be_visible()
+            expect(picture.locator(".node")).to_have_count(len(redis["nodes"]))
+            expect(picture.locator(".edge")).to_have_count(len(redis["edges"]))
+            expect(picture.locator(".node.root text")).to_have_text(redis["entity"]["name"])
+
+            picture.locator(f".edge[data-relation='{uses['relation_id']}'] text").click()
+            detail = page.locator("#edge-detail")
+            expect(detail).to_be_visible()
+            expect(detail.locator(".relation")).to_have_text(f"{uses['source']} Uses Redis")
+            expect(detail.locator(".grade")).to_contain_text(uses["grade"])
+            expect(detail.locator(".kind")).to_have_text(uses["source_kind"])
+            expect(detail.locator(".quote")).to_have_text(ev["quote"])
+            expect(detail.locator(".where")).to_contain_text(f"characters {ev['doc_start']}–{ev['doc_end']}")
+            mark = detail.locator("mark.evidence")
+            expect(mark).to_have_text(ev["quote"])  # the span read back from the document at those offsets
+            expect(picture.locator(f".edge.selected[data-relation='{uses['relation_id']}']")).to_have_count(1)
+            page.screenshot(path=str(tmp_path / "neighbourhood.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "neighbourhood.png").stat().st_size > 10_000

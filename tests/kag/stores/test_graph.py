@@ -36,7 +36,9 @@ def chain_graph() -> nx.MultiDiGraph:
 def test_ontology_constants() -> None:
     assert set(RELATION_GROUPS) == {"hierarchy", "function", "structure", "semantics", "technique"}
     assert RELATION_GROUPS["technique"] == ("Implements", "Extends", "Uses", "Optimizes")
-    assert len(RELATION_TYPES) == len(set(RELATION_TYPES)) == 16
+    assert len(RELATION_TYPES) == len(set(RELATION_TYPES)) == 19
+    assert RELATION_GROUPS["structure"] == ("Contains", "Composes", "DependsOn", "Connects")
+    assert {"OppositeTo", "Influences"} <= set(RELATION_GROUPS["semantics"])
     assert "RelatedTo" in RELATION_GROUPS["semantics"]
 
 
