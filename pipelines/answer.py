@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from kag.errors import AnswerInterruptedError
 from kag.ledger import Ledger
 from kag.records import ScoredChunk, SearchHit, Source, Verification
+from pipelines.generate import PROBED, PromptProfile
 from pipelines.multihop import Hop, Plan, gather, plan
 from pipelines.rerank import RerankStage
 from pipelines.retrieve import HybridRetriever, hydrate
@@ -140,6 +141,7 @@ class AnswerPipeline:
         short_answers: bool = True,
         multihop: bool = True,
         absolute_sources: bool = False,
+        profile: PromptProfile | None = None,
     ) -> None:
         self.ledger = ledger
         self.retriever = retriever
@@ -155,6 +157,7 @@ class AnswerPipeline:
         self.answerable_threshold = answerable_threshold
         self.short_answers = short_answers
         self.multihop = multihop  # decompose bridge and comparison questions and retrieve per hop
+        self.profile = profile or PROBED  # how the model is asked (pipelines.generate.prompt_profile)
         #: show sources by their absolute path (KAG_SOURCE_URI=absolute) instead of root-relative
         self.absolute_sources = absolute_sources
 
@@ -246,11 +249,14 @@ class AnswerPipeline:
         t2 = time.perf_counter()
         from pipelines.generate import PROBE_PREFIX, PROBE_YES, RepetitionGuard, build_answer_prompt
 
+        profile = self.profile
         prompt_parts = build_answer_prompt(
             question,
             reranked,
             count_tokens=self.generator.count_tokens,
             budget_tokens=self.generator.prompt_budget(self.sampling.max_tokens),
+            instruction=profile.instruction,
+            example=profile.example,
         )
         prompt = self.generator.render_chat(prompt_parts.messages)
         verifier = self.verifiers(policy)
@@ -265,15 +271,19 @@ class AnswerPipeline:
         if cancel is not None and cancel.is_set():
             stop_reason = "interrupted"
         elif asked:
-            # the model first says whether the sources answer the question; below the threshold it is
-            # not asked to write an answer it would have to invent
-            prompt += PROBE_PREFIX
-            p_answerable = float(self.generator.yes_probability(prompt))
-            if p_answerable >= self.answerable_threshold:
-                prompt += PROBE_YES
+            if profile.probe:
+                # the model first says whether the sources answer the question; below the threshold it
+                # is not asked to write an answer it would have to invent
+                prompt += PROBE_PREFIX
+                p_answerable = float(self.generator.yes_probability(prompt))
+            if p_answerable is None or p_answerable >= self.answerable_threshold:
+                if p_answerable is not None:
+                    prompt += PROBE_YES
                 generated = True
                 guard = RepetitionGuard()
-                tokens = self.generator.stream(prompt, sampling=self.sampling, continue_probe=True)
+                tokens = self.generator.stream(
+                    prompt, sampling=self.sampling, continue_probe=p_answerable is not None
+                )
                 try:
                     for piece in tokens:
                         pieces.append(piece)
@@ -294,7 +304,7 @@ class AnswerPipeline:
         t3 = time.perf_counter()
         if stop_reason == "interrupted":  # nothing half-generated is verified or shown; the record keeps it
             verification = verifier.abstention(INTERRUPTED_REASON)
-        elif asked and not generated:
+        elif asked and not generated and p_answerable is not None:
             assert p_answerable is not None
             verification = verifier.abstention(
                 f"{REASON_JUDGED_UNANSWERABLE}: the model gives {p_answerable:.2f} that the sources answer the "
@@ -347,6 +357,7 @@ class AnswerPipeline:
             "prompt": prompt,
             "model": self.generator.model_info(),
             "generated": generated,
+            "prompt_profile": profile.name,
             "answerability": {
                 "probe": p_answerable is not None,
                 "p_answerable": None if p_answerable is None else round(p_answerable, 6),

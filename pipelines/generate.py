@@ -40,6 +40,43 @@ ANSWER_INSTRUCTION = (
     f'If the sources do not contain the answer, reply "Answerable: no" and "Answer: {NO_ANSWER}"'
 )
 ANSWER_EXAMPLE: tuple[str, str] | None = None
+
+# SmolLM2-135M cannot keep the reply form above (it writes "The answer is:" and loops), and without a
+# demonstration turn it writes no [n] at all. It keeps the earlier "According to [n]" instruction and a
+# demonstration that is harmless: about an invented example source, so a model that parrots it writes
+# something no real source supports, and the verifier drops it.
+DEMONSTRATED_INSTRUCTION = (
+    'Answer using only the sources. Name the source of each sentence, like "According to [2], ...". '
+    f'If the sources do not answer the question, say "{NO_ANSWER}"'
+)
+HARMLESS_EXAMPLE = (
+    "Sources:\n[1] (Example A) The example widget is blue.\n\n[2] (Example B) The example gadget weighs "
+    "two units.\n\nQuestion: What colour is the example widget?",
+    "According to [1], the example widget is blue.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptProfile:
+    """How a model is asked for an answer: instruction, demonstration turn, and whether it is probed
+    for answerability first (it must then follow the "Answerable: ... Answer: ..." reply form)."""
+
+    name: str
+    instruction: str
+    example: tuple[str, str] | None
+    probe: bool
+
+
+PROBED = PromptProfile("probed", ANSWER_INSTRUCTION, None, True)
+DEMONSTRATED = PromptProfile("demonstrated", DEMONSTRATED_INSTRUCTION, HARMLESS_EXAMPLE, False)
+# by the sha256 of the GGUF weights; every other model gets PROBED
+PROMPT_PROFILES = {
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53": DEMONSTRATED,  # SmolLM2-135M Q4_1
+}
+
+
+def prompt_profile(model_sha256: str) -> PromptProfile:
+    return PROMPT_PROFILES.get(model_sha256, PROBED)
 PROBE_PREFIX = "Answerable:"
 PROBE_YES = " yes\nAnswer:"
 # The answerability threshold tuned per model on a seeded SQuAD 2.0 sample (docs/evaluation.md), by the

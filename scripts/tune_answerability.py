@@ -22,7 +22,12 @@ GRID = [round(x, 2) for x in np.arange(0.0, 0.96, 0.05)]
 
 
 def load(path: Path) -> list[dict[str, Any]]:
-    return [q for q in json.loads(path.read_text())["per_question"] if q.get("error") is None]
+    """Per-question records of an `answers.json` report, or of a (partial) `answers.jsonl` log."""
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines()[1:] if line.strip()]
+    else:
+        rows = json.loads(path.read_text())["per_question"]
+    return [q for q in rows if q.get("error") is None]
 
 
 def outcome(rows: list[dict[str, Any]], t: float) -> dict[str, float]:

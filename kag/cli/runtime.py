@@ -304,6 +304,7 @@ class Runtime:
     @cached_property
     def answer_pipeline(self) -> AnswerPipeline:
         from pipelines.answer import AnswerPipeline
+        from pipelines.generate import prompt_profile
         from pipelines.rerank import RerankStage, make_reranker
         from pipelines.retrieve import HybridRetriever
 
@@ -329,6 +330,7 @@ class Runtime:
             answerable_threshold=self.min_answerable(),
             short_answers=s.answer_short,
             multihop=s.answer_multihop,
+            profile=prompt_profile(self.generator.model_sha256),
             absolute_sources=s.source_uri == "absolute",
         )
 

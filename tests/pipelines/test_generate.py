@@ -214,3 +214,14 @@ def test_default_threads_leave_one_core_free(monkeypatch: pytest.MonkeyPatch) ->
         assert generate.default_threads() == expected
         assert LlamaGenerator(n_ctx=256).n_threads == expected  # a cheap constructor: nothing loads
     assert LlamaGenerator(n_ctx=256, n_threads=2).n_threads == 2
+
+
+def test_each_model_gets_its_prompt_profile() -> None:
+    from pipelines.generate import DEMONSTRATED, PROBED, prompt_profile
+
+    # SmolLM2-135M cannot keep the probed reply form: it keeps a demonstration, about an invented source
+    smollm2 = prompt_profile("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+    assert smollm2 is DEMONSTRATED and not smollm2.probe and smollm2.example is not None
+    assert "parking permit" not in " ".join(smollm2.example) and "example" in smollm2.example[0].lower()
+    qwen = prompt_profile("1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
+    assert qwen is PROBED and qwen.probe and qwen.example is None
