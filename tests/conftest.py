@@ -32,15 +32,19 @@ def onnx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def embedder(onnx_cache_dir: Path):
-    """The shipped configuration: short texts on the ONNX export, bulk on torch."""
+def embedder(onnx_cache_dir: Path) -> Any:
+    """The shipped configuration: short texts on the ONNX export, bulk on torch. Held in the shared
+    cache (see `shared_models`), so a runtime a test hands it to does not close it on `close()`."""
     from kag.models.embedder import SentenceTransformerEmbedder
 
-    model = SentenceTransformerEmbedder(batch_size=32, runtime="onnx", onnx_cache_dir=onnx_cache_dir)
-    model.warm_up()
+    def build() -> SentenceTransformerEmbedder:
+        model = SentenceTransformerEmbedder(batch_size=32, runtime="onnx", onnx_cache_dir=onnx_cache_dir)
+        model.warm_up()
+        return model
+
+    model = _shared(("embedder", None, "cpu", 32, "onnx", str(onnx_cache_dir), 1), build)
     assert model.runtime_used == "onnx"
-    yield model
-    model.close()
+    return model
 
 
 #: models loaded once per test session, keyed by everything that configures them (see `shared_models`)
