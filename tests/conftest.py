@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,24 +34,103 @@ def onnx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def embedder(onnx_cache_dir: Path):
-    """The shipped configuration: short texts on the ONNX export, bulk on torch."""
+def embedder(onnx_cache_dir: Path) -> Any:
+    """The shipped configuration: short texts on the ONNX export, bulk on torch. Held in the shared
+    cache (see `shared_models`), so a runtime a test hands it to does not close it on `close()`."""
     from kag.models.embedder import SentenceTransformerEmbedder
 
-    model = SentenceTransformerEmbedder(batch_size=32, runtime="onnx", onnx_cache_dir=onnx_cache_dir)
-    model.warm_up()
+    def build() -> SentenceTransformerEmbedder:
+        model = SentenceTransformerEmbedder(batch_size=32, runtime="onnx", onnx_cache_dir=onnx_cache_dir)
+        model.warm_up()
+        return model
+
+    model = _shared(("embedder", None, "cpu", 32, "onnx", str(onnx_cache_dir), 1), build)
     assert model.runtime_used == "onnx"
-    yield model
-    model.close()
+    return model
+
+
+#: models loaded once per test session, keyed by everything that configures them (see `shared_models`)
+_SHARED_MODELS: dict[tuple[object, ...], Any] = {}
+
+
+def _shared(key: tuple[object, ...], build: Callable[[], Any]) -> Any:
+    """The model under `key`, built on first use; a build that raises caches nothing."""
+    if key not in _SHARED_MODELS:
+        _SHARED_MODELS[key] = build()
+    return _SHARED_MODELS[key]
+
+
+def _embedder_key(s: Any) -> tuple[object, ...]:
+    return (
+        "embedder",
+        s.embedding_model_path,
+        s.embedding_device,
+        s.embedding_batch_size,
+        s.embedding_runtime,
+        str(s.embedding_onnx_cache_dir),
+        s.embedding_onnx_threads,
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_models(onnx_cache_dir: Path) -> Iterator[None]:
+    """Every `Runtime` built in this process (each CLI command under CliRunner, each API app) takes its
+    embedder and spaCy pipeline from one cache keyed by the settings that configure them, so a model is
+    loaded once per session and configuration instead of once per command: loading them was most of
+    the time of a CLI test. Another setting (model path, runtime, batch size, cache folder, spaCy
+    model) is another key and loads its own model, so the settings' effects are still tested. The
+    LLM is not shared: it loads in a second and keeps per-call state. `Runtime.close()` leaves
+    shared models open; they are closed when the session ends."""
+    from kag.cli.runtime import Runtime
+
+    keys: dict[str, Callable[[Any], tuple[object, ...]]] = {
+        "embedder": _embedder_key,
+        "query_extractor": lambda s: ("query_extractor", s.spacy_model),
+    }
+    originals = {name: Runtime.__dict__[name] for name in keys}
+    original_close = Runtime.close
+
+    def shared_property(name: str) -> cached_property[Any]:
+        build = originals[name].func
+
+        def get(self: Runtime) -> Any:
+            return _shared(keys[name](self.settings), lambda: build(self))
+
+        prop: cached_property[Any] = cached_property(get)
+        prop.__set_name__(Runtime, name)
+        return prop
+
+    def close(self: Runtime) -> None:
+        for name in keys:
+            if any(self.__dict__.get(name) is model for model in _SHARED_MODELS.values()):
+                del self.__dict__[name]
+        original_close(self)
+
+    for name in keys:
+        setattr(Runtime, name, shared_property(name))
+    Runtime.close = close  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for name, prop in originals.items():
+            setattr(Runtime, name, prop)
+        Runtime.close = original_close  # type: ignore[method-assign]
+        for model in _SHARED_MODELS.values():
+            model.close()
+        _SHARED_MODELS.clear()
 
 
 @pytest.fixture(scope="session")
-def spacy_extractor():
+def spacy_extractor() -> Any:
+    """The default spaCy pipeline: the same object runtimes of this session use for `en_core_web_sm`."""
     from ingest.graph import SpacyGraphExtractor
 
-    extractor = SpacyGraphExtractor()
-    extractor.warm_up()
-    return extractor
+    def build() -> SpacyGraphExtractor:
+        extractor = SpacyGraphExtractor()
+        extractor.warm_up()
+        return extractor
+
+    return _shared(("query_extractor", "en_core_web_sm"), build)
 
 
 @pytest.fixture(scope="session")

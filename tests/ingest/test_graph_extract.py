@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from ingest import graph_lexicon
@@ -14,11 +12,9 @@ from kag.stores.graph import RELATION_TYPES
 
 
 @pytest.fixture(scope="module")
-def extractor() -> Iterator[SpacyGraphExtractor]:
-    model = SpacyGraphExtractor()
-    model.warm_up()
-    yield model
-    model.close()
+def extractor(spacy_extractor: SpacyGraphExtractor) -> SpacyGraphExtractor:
+    """The session's default pipeline (tests/conftest.py), loaded once for every test that needs it."""
+    return spacy_extractor
 
 
 def chunks_of(*texts: str) -> list[ChunkDraft]:

@@ -23,8 +23,10 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("onnx")
+def onnx_cache(onnx_cache_dir: Path) -> Path:
+    """The session's export folder (tests/conftest.py): the export the session embedder made, or made here
+    for the rest of the session; only this model's export is ever written there."""
+    return onnx_cache_dir
 
 
 @pytest.fixture(scope="module")
