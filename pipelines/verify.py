@@ -372,6 +372,17 @@ def novel_weight(claim: dict[str, float], allowed: set[str]) -> float:
     return sum(w for t, w in claim.items() if t not in allowed)
 
 
+_CHOICE_RE = re.compile(
+    r"^\s*(?:is|are|was|were|do|does|did|can|could|has|have|had|will|would|should)\b|\s(?:or|vs\.?|versus)\s",
+    re.IGNORECASE,
+)
+
+
+def is_choice_question(question: str) -> bool:
+    """A yes/no question ("Are both X and Y genera?") or a choice between named options ("X or Y?")."""
+    return bool(_CHOICE_RE.search(question))
+
+
 def answer_grounding(sentences: Sequence[str], question: str, source_texts: Sequence[str]) -> float:
     """How much of what the answer adds to the question the sources contain: the best sentence's weighted
     share of content tokens outside the question found anywhere in the sources (0 when nothing is added)."""
@@ -672,7 +683,10 @@ class Verifier:
             )
         claims = [s.text for s in sentences if not is_refusal(s.text)]
         grounding = answer_grounding(claims, question, [s.hit.text for s in sources])
-        if grounding < self.min_grounding:
+        # a choice ("X or Y?", a yes/no question) is answered with the question's own words: an answer
+        # that adds nothing to it is then no sign of invention, and its sentences are still aligned below
+        adds_nothing = not any(set(content_tokens(c)) - set(content_tokens(question)) for c in claims)
+        if grounding < self.min_grounding and not (adds_nothing and is_choice_question(question)):
             return self._abstain(
                 self._unscored(sentences),
                 f"{REASON_UNGROUNDED}: {grounding:.2f} of what the answer adds to the question is in the sources, "

@@ -232,3 +232,17 @@ def test_a_compound_name_is_one_name_for_the_binding_check(embedder) -> None:
         "What is the default rate limit of the Osprey API gateway?", claim, [Source(1, hit)]
     )
     assert [v.action for v in result.sentences] == ["kept"]
+
+
+def test_a_choice_answered_in_the_questions_words_is_not_called_ungrounded(embedder) -> None:
+    # Qwen2.5-Coder-0.5B on HotpotQA "who is younger Keith Bostic or Jerry Glanville ?": the answer names one
+    # of the options, so it adds no word to the question; it was abstained on as "ungrounded" (0.00)
+    from pipelines.verify import REASON_UNGROUNDED, is_choice_question
+
+    text = "Keith Bostic (born January 17, 1961) is a former American football player. Jerry Glanville was born 1941."
+    hit = SearchHit("c1", 1.0, "kb", "hp", "Keith Bostic", "kb", text, 0, len(text), None, ())
+    question = "who is younger Keith Bostic or Jerry Glanville ?"
+    assert is_choice_question(question) and is_choice_question("Are both Cypress and Ajuga genera?")
+    assert not is_choice_question("Who owns Magpie?")
+    result = Verifier(embedder, policy="extractive").verify(question, "Keith Bostic.", [Source(1, hit)])
+    assert not result.reason.startswith(REASON_UNGROUNDED)
