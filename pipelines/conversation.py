@@ -73,7 +73,15 @@ def rewrite_follow_up(model: RewriteModel, history: Sequence[tuple[str, str]], q
     candidate = output.removeprefix("Rewritten question:").strip().strip('"')
     asked = set(content_tokens(question))
     kept = set(content_tokens(candidate))
-    keeps_the_question = len(asked & kept) >= 0.5 * len(asked) and bool(kept - asked)
+    said = set(content_tokens(transcript))
+    # still a question, keeping most of the follow-up, adding only words the conversation holds (a
+    # rewrite that answers or invents - "The answer is 2022." - is not the user's question)
+    keeps_the_question = (
+        candidate.endswith("?")
+        and len(asked & kept) >= 0.5 * len(asked)
+        and bool(kept - asked)
+        and kept - asked <= said
+    )
     if candidate and len(candidate) <= 3 * len(question) + 200 and keeps_the_question:
         return Rewrite(question, candidate, "model", turns, output)
     previous = next((text for role, text in reversed(turns) if role == "user"), "")

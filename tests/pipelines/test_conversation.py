@@ -52,3 +52,11 @@ def test_a_standalone_question_is_not_sent_to_the_model() -> None:
     rewrite = rewrite_follow_up(model, HISTORY, "How many PTO days do employees accrue per month?")
     assert rewrite.method == "unchanged" and not model.prompts
     assert rewrite_follow_up(model, [], "What does it cost?").method == "unchanged"
+
+
+def test_a_rewrite_that_answers_or_invents_is_not_used() -> None:
+    # SmolLM2-135M's rewrite of the follow-up on the demo corpus: an answer with an invented year
+    model = ScriptedModel("The user asked about the PostgreSQL version. The answer is 2022.")
+    rewrite = rewrite_follow_up(model, HISTORY, "Which PostgreSQL version does it run?")
+    assert rewrite.method == "names" and rewrite.question == "Which PostgreSQL version does it run? (Heron)"
+    assert rewrite.model_output == "The user asked about the PostgreSQL version. The answer is 2022."

@@ -21,6 +21,8 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any], Action]] = [
     ("GET", "/v1/documents/d_missing", {}, Action.DOCUMENTS_READ),
     ("GET", "/v1/documents/d_missing/text", {}, Action.DOCUMENTS_READ),
     ("DELETE", "/v1/documents/d_missing", {}, Action.DOCUMENTS_WRITE),
+    ("GET", "/v1/graph/entities/no-such-entity", {}, Action.DOCUMENTS_READ),
+    ("GET", "/v1/graph/entities/no-such-entity/neighbourhood", {}, Action.DOCUMENTS_READ),
     (
         "POST",
         "/v1/collections/hr/documents",

@@ -148,7 +148,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "KAG_DATA_DIR": str(tmp_path / "user-data"),
         "KAG_CHUNK_SIZE": "64",
         "KAG_CHUNK_OVERLAP": "8",
-        "KAG_LLM_MODEL_PATH": str(model),
+        "KAG_LLM_MODEL": str(model),  # a GGUF path (the suite pins KAG_LLM_MODEL, so not the older name)
         "KAG_CONTEXT_CHUNKS": "2",
     }
 
@@ -177,7 +177,7 @@ def test_killed_run_resumes_to_the_uninterrupted_summary(
     env: dict[str, str], tmp_path: Path, use_generator: Any
 ) -> None:
     dataset = write_squad(tmp_path / "qa")
-    model = Path(env["KAG_LLM_MODEL_PATH"])
+    model = Path(env["KAG_LLM_MODEL"])
     work, out = tmp_path / "work", tmp_path / "out"
     args = ["--dataset", str(dataset), "--work-dir", str(work), "--out", str(out)]
     records = out / "answers.jsonl"

@@ -177,10 +177,15 @@ def test_a_missing_part_names_the_install_command(site: Path, gguf_bytes: bytes)
         resolve_llm_model("tiny", cache)
 
 
-def test_names_resolve_and_paths_pass_through(tmp_path: Path) -> None:
+def test_names_resolve_and_paths_pass_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kag.models.llm_cache as llm_cache
+
     cache = ModelCache(tmp_path / "cache")
     bundled = bundled_llm_model_path()
-    assert resolve_llm_model(None, cache) == resolve_llm_model(DEFAULT_LLM_MODEL, cache)
+    # no name: the catalog's default (pointed at the bundled model here, so nothing is downloaded)
+    monkeypatch.setattr(llm_cache, "DEFAULT_LLM_MODEL", "smollm2-135m")
+    assert resolve_llm_model(None, cache) == bundled
+    assert DEFAULT_LLM_MODEL in MODELS
     assert resolve_llm_model("smollm2-135m", cache) == bundled
     assert resolve_llm_model(" SmolLM2-135M ", cache) == bundled
     assert resolve_llm_model("/models/any-7b.Q4_K_M.gguf", cache) == "/models/any-7b.Q4_K_M.gguf"
