@@ -161,6 +161,15 @@ _REPLY_LABEL_RE = re.compile(
 _YES_NO_RE = re.compile(r"^\s*(?P<word>yes|no)\b(?:\s*[.,!:;\u2013-]+\s*|\s+(?=[A-Z\[]))", re.IGNORECASE)
 
 
+# what a model says about the sources rather than about the question ("The sources contain the answer."):
+# an echo of the answerability line, no claim to verify
+_META_RE = re.compile(
+    r"(?:yes,?\s+)?(?:the\s+)?(?:provided\s+)?(?:sources?|context|passages?)\s+(?:do\s+|does\s+)?"
+    r"(?:contain|answer|provide|include)s?\s+(?:the\s+)?(?:answer|information)(?:\s+to\s+(?:the|this)\s+question)?\.?",
+    re.IGNORECASE,
+)
+
+
 def plain_answer(raw: str) -> str:
     """The model's answer as plain prose: reply labels ("Answer:"), markdown headings, emphasis and code
     marks removed, and any line that reads as a heading (short, unpunctuated, before more text) dropped.
@@ -207,7 +216,7 @@ def split_answer(answer: str) -> list[AnswerSentence]:
             cited.extend(n for n in cited_numbers(m.group()) if n not in cited)
         text = " ".join(_MARKER_RE.sub(" ", _without_attribution(original)).split())
         text = re.sub(r"\s+([.,;:!?\u2026])", r"\1", text)  # "days [1]." -> "days ."  -> "days."
-        if text.rstrip().endswith(":"):
+        if text.rstrip().endswith(":") or _META_RE.fullmatch(text.strip()):
             continue
         if re.search(r"\w", text):
             out.append(AnswerSentence(original, text, tuple(cited)))

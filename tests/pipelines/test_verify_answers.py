@@ -246,3 +246,12 @@ def test_a_choice_answered_in_the_questions_words_is_not_called_ungrounded(embed
     assert not is_choice_question("Who owns Magpie?")
     result = Verifier(embedder, policy="extractive").verify(question, "Keith Bostic.", [Source(1, hit)])
     assert not result.reason.startswith(REASON_UNGROUNDED)
+
+
+def test_a_sentence_about_the_sources_is_no_claim() -> None:
+    # Qwen2.5-Coder-0.5B on "What caused incident INC-3107?" (make demo): it echoed the answerability line
+    raw = "The sources contain the answer. The incident INC-3107 was caused by an expired TLS certificate [2]."
+    assert [s.text for s in split_answer(raw)] == ["The incident INC-3107 was caused by an expired TLS certificate."]
+    assert [s.text for s in split_answer("The sources do not contain the answer.")] == [
+        "The sources do not contain the answer."
+    ]  # a refusal stays: it is how the model abstains
