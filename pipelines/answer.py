@@ -311,10 +311,13 @@ class AnswerPipeline:
                 f"question, below {self.answerable_threshold:.2f}"
             )
         else:
-            shown = RepetitionGuard.trim(raw) if stop_reason == "repetition" else raw
+            shown = guard.text if stop_reason == "repetition" else raw  # the answer up to where it looped
             verification = verifier.verify(question, shown, prompt_parts.sources)
-        short_answer = self._short_answer(question, verification) if self.short_answers else None
         timings["verify"] = time.perf_counter() - t3
+        t_short = time.perf_counter()
+        short_answer = self._short_answer(question, verification) if self.short_answers else None
+        if self.short_answers:
+            timings["short_answer"] = time.perf_counter() - t_short  # a model call: timed apart from verify
 
         t4 = time.perf_counter()
         body = {

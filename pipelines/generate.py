@@ -531,13 +531,6 @@ class RepetitionGuard:
     def text(self) -> str:
         return self._text if self.cut is None else self._text[: self.cut].rstrip()
 
-    @classmethod
-    def trim(cls, text: str, window: int = 8) -> str:
-        """`text` up to where it began repeating (all of it if it never does)."""
-        guard = cls(window)
-        guard.feed(text)
-        return guard.text
-
 
 # -- answer prompts ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from kag.records import Verification
 from pipelines.evaluation.datasets import AnswerExample, CorpusDoc, GoldSpan
 from pipelines.evaluation.metrics import best_over_golds, normalize_answer, precision_recall, ratio, spans_overlap
 
-STAGES = ("retrieve", "rerank", "generate", "verify", "audit", "total")
+STAGES = ("retrieve", "rerank", "generate", "verify", "short_answer", "audit", "total")
 _MARKER = re.compile(r"\s*\[\s*\d+(?:\s*[,;-]\s*\d+)*\s*\]")
 
 

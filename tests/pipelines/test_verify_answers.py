@@ -185,9 +185,9 @@ def test_repetition_guard_stops_a_loop_and_keeps_the_first_pass() -> None:
             break
     assert stopped_at is not None and stopped_at < len(loop) // 2
     assert guard.text == "Heron is run by a company called Gold."
-    assert RepetitionGuard.trim("A short answer that never repeats itself at all [1].") == (
-        "A short answer that never repeats itself at all [1]."
-    )
+    plain = RepetitionGuard()
+    assert not plain.feed("A short answer that never repeats itself at all [1].")
+    assert plain.text == "A short answer that never repeats itself at all [1]."
 
 
 def test_a_number_bound_to_the_wrong_unit_is_a_clash() -> None:
