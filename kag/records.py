@@ -212,7 +212,7 @@ class SentenceVerdict:
     original: str  # the sentence as the model wrote it
     supported: bool
     score: float
-    action: str  # "kept", "flagged", "dropped", "replaced"
+    action: str  # "kept", "flagged", "dropped", "replaced"; "added": a quote of a hop's evidence (multi-hop)
     citations: tuple[Citation, ...] = ()
 
     @property
@@ -244,13 +244,16 @@ VERDICT_LABELS = {
     "replaced": "replaced (model sentence unsupported)",
     "flagged": "unsupported (flagged)",
     "dropped": "dropped (unsupported)",
+    "added": "added (evidence of a hop, quoted)",
 }
 
 
 def verdict_summary(sentences: Sequence[SentenceVerdict]) -> str:
     """ "1/3 model sentences supported, 2 replaced by quotes": a replaced sentence is not counted supported."""
+    added = sum(s.action == "added" for s in sentences)
+    sentences = [s for s in sentences if s.action != "added"]  # quotes kag added are no model sentences
     if not sentences:
-        return "no model sentences"
+        return "no model sentences" + (f", {added} hop quote{'s' if added != 1 else ''} added" if added else "")
     kept = sum(s.action == "kept" for s in sentences)
     parts = [f"{kept}/{len(sentences)} model sentences supported"]
     replaced = sum(s.action == "replaced" for s in sentences)
@@ -262,6 +265,8 @@ def verdict_summary(sentences: Sequence[SentenceVerdict]) -> str:
     flagged = sum(s.action == "flagged" for s in sentences)
     if flagged:
         parts.append(f"{flagged} flagged")
+    if added:
+        parts.append(f"{added} hop quote{'s' if added != 1 else ''} added")
     return ", ".join(parts)
 
 

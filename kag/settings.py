@@ -210,6 +210,15 @@ class Settings(BaseSettings):
         "Default: the value tuned for the named model (docs/evaluation.md), 0 for other GGUF files; 0 turns the "
         "probe's decision off (it is still recorded).",
     )
+    answer_min_evidence: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Least P(answerable) that the answerability model gives from the evidence of a verified answer "
+        "(the probe, how well the sources cover the question's words, the answer's support); below it kag abstains "
+        "and says why. Default: the model fitted for the named generator (docs/evaluation.md); other GGUF files "
+        "have none. 0 turns the decision off (the signals are still recorded in the audit record).",
+    )
     answer_multihop: bool = Field(
         True,
         description="Split comparison questions at their two entities and follow bridge questions to the entity "

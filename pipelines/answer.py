@@ -13,8 +13,9 @@ from typing import Any, Protocol
 from kag.errors import AnswerInterruptedError
 from kag.ledger import Ledger
 from kag.records import ScoredChunk, SearchHit, Source, Verification
+from pipelines.answerability import AnswerabilityModel, evidence_features
 from pipelines.generate import PROBED, PromptProfile
-from pipelines.multihop import Hop, Plan, gather, plan
+from pipelines.multihop import Hop, Plan, gather, hop_sources, plan
 from pipelines.rerank import RerankStage
 from pipelines.retrieve import HybridRetriever, hydrate
 from pipelines.verify import REASON_JUDGED_UNANSWERABLE
@@ -57,6 +58,10 @@ class VerifierLike(Protocol):
 
     def abstention(self, reason: str) -> Verification: ...
 
+    def with_hop_evidence(
+        self, question: str, verification: Verification, hops: Sequence[Sequence[Source]]
+    ) -> Verification: ...
+
 
 class AuditSink(Protocol):
     def append(self, body: dict[str, Any]) -> Any: ...
@@ -92,6 +97,8 @@ class AnswerResult:
     short_answer: str | None = None  # the answering phrase of the verified answer ("1.5 days", "yes")
     asked: str | None = None  # the question as asked, when a follow-up was rewritten into `question`
     p_answerable: float | None = None
+    #: the evidence signals of the answerability decision and its P(answerable) (pipelines.answerability)
+    answerability: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +108,7 @@ class AnswerResult:
             "answer": self.answer,
             "short_answer": self.short_answer,
             "p_answerable": self.p_answerable,
+            "answerability": self.answerability,
             "abstained": self.verification.abstained,
             "policy": self.verification.policy,
             "reason": self.verification.reason,
@@ -142,6 +150,7 @@ class AnswerPipeline:
         multihop: bool = True,
         absolute_sources: bool = False,
         profile: PromptProfile | None = None,
+        answerability: AnswerabilityModel | None = None,
     ) -> None:
         self.ledger = ledger
         self.retriever = retriever
@@ -158,6 +167,9 @@ class AnswerPipeline:
         self.short_answers = short_answers
         self.multihop = multihop  # decompose bridge and comparison questions and retrieve per hop
         self.profile = profile or PROBED  # how the model is asked (pipelines.generate.prompt_profile)
+        #: decides from the evidence, after verification, whether to show the answer (None: never abstains
+        #: on it; the signals are still recorded)
+        self.answerability = answerability
         #: show sources by their absolute path (KAG_SOURCE_URI=absolute) instead of root-relative
         self.absolute_sources = absolute_sources
 
@@ -281,9 +293,7 @@ class AnswerPipeline:
                     prompt += PROBE_YES
                 generated = True
                 guard = RepetitionGuard()
-                tokens = self.generator.stream(
-                    prompt, sampling=self.sampling, continue_probe=p_answerable is not None
-                )
+                tokens = self.generator.stream(prompt, sampling=self.sampling, continue_probe=p_answerable is not None)
                 try:
                     for piece in tokens:
                         pieces.append(piece)
@@ -313,6 +323,25 @@ class AnswerPipeline:
         else:
             shown = guard.text if stop_reason == "repetition" else raw  # the answer up to where it looped
             verification = verifier.verify(question, shown, prompt_parts.sources)
+        evidence: dict[str, Any] | None = None
+        if generated and not verification.abstained:
+            features = evidence_features(question, verification, prompt_parts.sources, p_answerable)
+            evidence = {"features": {k: round(v, 6) for k, v in features.items()}}
+            model = self.answerability
+            if model is not None:
+                p_evidence = model.probability(features)
+                evidence.update(p_answerable=round(p_evidence, 6), threshold=model.threshold, fitted_on=model.fitted_on)
+                if p_evidence < model.threshold:
+                    signals = ", ".join(f"{k} {v:.2f}" for k, v in features.items())
+                    verification = verifier.abstention(
+                        f"{REASON_JUDGED_UNANSWERABLE}: the evidence gives {p_evidence:.2f} that the sources "
+                        f"answer the question, below {model.threshold:.2f} ({signals})"
+                    )
+        if hops and not verification.abstained:
+            # the composition: an answer that leans on one hop's passage also quotes the other hop's
+            verification = verifier.with_hop_evidence(
+                question, verification, hop_sources(the_plan, hops, prompt_parts.sources)
+            )
         timings["verify"] = time.perf_counter() - t3
         t_short = time.perf_counter()
         short_answer = self._short_answer(question, verification) if self.short_answers else None
@@ -345,7 +374,8 @@ class AnswerPipeline:
                 "entities": list(the_plan.entities),
                 "hops": [h.to_dict() for h in hops],
                 "composition": "sources interleaved hop by hop (comparison: each entity's hop first), "
-                "then one answer over all of them",
+                "then one answer over all of them; each hop the answer does not cite gets its best supporting "
+                "sentence quoted after it (verdict action 'added')",
             },
             "sources": [
                 {
@@ -365,6 +395,8 @@ class AnswerPipeline:
                 "probe": p_answerable is not None,
                 "p_answerable": None if p_answerable is None else round(p_answerable, 6),
                 "threshold": self.answerable_threshold,
+                # the decision from the evidence after verification (None when nothing was verified)
+                "evidence": evidence,
             },
             "stop_reason": stop_reason,
             "sampling": self.sampling.to_dict(),
@@ -409,6 +441,7 @@ class AnswerPipeline:
                 timings=timings,
                 short_answer=short_answer,
                 p_answerable=p_answerable,
+                answerability=evidence,
             ),
         )
 

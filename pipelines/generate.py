@@ -77,6 +77,8 @@ PROMPT_PROFILES = {
 
 def prompt_profile(model_sha256: str) -> PromptProfile:
     return PROMPT_PROFILES.get(model_sha256, PROBED)
+
+
 PROBE_PREFIX = "Answerable:"
 PROBE_YES = " yes\nAnswer:"
 # The answerability threshold tuned per model on a seeded SQuAD 2.0 sample (docs/evaluation.md), by the

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kag.records import SearchHit
+from kag.records import SearchHit, Source
 
 # "X or Y", "X and Y": two capitalised names joined in a question that compares them
 _NAME = r"(?:[A-Z0-9][\w'’.&-]*)(?:\s+(?:(?:of|the|for|de|da|del|von|van|la|le|a|an|&)\s+)*[A-Z0-9][\w'’.&-]*)*"
@@ -171,3 +171,21 @@ def gather(
     for hop in hops:
         hop.evidence = [c for c in hop.evidence if c in seen]
     return merged, hops
+
+
+def hop_sources(the_plan: Plan, hops: Sequence[Hop], sources: Sequence[Source]) -> list[list[Source]]:
+    """The sources each hop contributed, for the composition to cite every hop: a comparison's two
+    entity hops; a bridge's first-hop passages that name the entity it found, then the found entity's
+    passages. Empty when the plan found no second hop (there is one hop only)."""
+    by_chunk = {s.hit.chunk_id: s for s in sources}
+
+    def of(hop: Hop) -> list[Source]:
+        return [by_chunk[c] for c in hop.evidence if c in by_chunk]
+
+    if the_plan.kind == "comparison":
+        return [of(hop) for hop in hops[1:]]
+    if the_plan.kind == "bridge" and len(hops) > 1:
+        found = (hops[1].found or "").lower()
+        first = [s for s in of(hops[0]) if found and found in s.hit.text.lower()] or of(hops[0])[:1]
+        return [first, of(hops[1])]
+    return []

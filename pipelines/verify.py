@@ -799,6 +799,43 @@ class Verifier:
                 return SentenceVerdict(text, sentence.original, True, float(masked[best]), "replaced", (citation,))
         return SentenceVerdict(sentence.text, sentence.original, False, score, "dropped")
 
+    def with_hop_evidence(
+        self, question: str, verification: Verification, hops: Sequence[Sequence[Source]]
+    ) -> Verification:
+        """A multi-hop answer with every hop's evidence cited: for each hop whose sources the answer does
+        not cite yet, the hop's source sentence that best supports the question and the answer together is
+        quoted after the answer (action "added"). A bridge answer then shows both links of the chain (the
+        passage naming the bridge entity, and the one about it), a comparison both entities' facts.
+        A hop with no sentence scoring at least `abstain_threshold` adds nothing."""
+        if verification.abstained or not hops:
+            return verification
+        cited = {c.document_id for c in verification.citations}
+        shown = " ".join(_MARKER_RE.sub("", v.text) for v in verification.sentences if v.action != "dropped")
+        probe = f"{question} {shown}"
+        added: list[SentenceVerdict] = []
+        for hop in hops:
+            if not hop or any(s.hit.document_id in cited for s in hop):
+                continue
+            spans = [span for span in candidate_spans(hop) if span.single]
+            if not spans:
+                continue
+            scores = self.score_matrix([probe], spans)[0]
+            best = int(np.argmax(scores))
+            if scores[best] < self.abstain_threshold:
+                continue
+            span = spans[best]
+            citation = span.citation()
+            text = f'"{" ".join(_MD_EMPHASIS_RE.sub("", span.text).split())}" [{citation.source_number}]'
+            added.append(SentenceVerdict(text, "", True, float(scores[best]), "added", (citation,)))
+            cited.add(citation.document_id)
+        if not added:
+            return verification
+        return dataclasses.replace(
+            verification,
+            answer=" ".join([verification.answer, *(v.text for v in added)]),
+            sentences=(*verification.sentences, *added),
+        )
+
     def abstention(self, reason: str) -> Verification:
         """The abstention for a reason decided before any answer was written (the answerability probe)."""
         return self._abstain([], reason)

@@ -314,9 +314,13 @@ def _print_answer(result: Any) -> None:
     if v.sentences:
         out.print(f"\n[bold]Verification[/] [dim]({verdict_summary(v.sentences)})[/]", highlight=False)
         for sv in v.sentences:
-            mark = "[green]supported[/]" if sv.model_supported else f"[red]{escape(sv.label)}[/]"
+            if sv.action == "added":  # not the model's: a quote of a hop's evidence that kag added
+                mark, said = f"[cyan]{escape(sv.label)}[/]", sv.text
+            else:
+                mark = "[green]supported[/]" if sv.model_supported else f"[red]{escape(sv.label)}[/]"
+                said = sv.original
             out.print(
-                f"  {mark} {sv.score:.2f}: {escape(' '.join(sv.original.split()))}",
+                f"  {mark} {sv.score:.2f}: {escape(' '.join(said.split()))}",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from kag.models.llm_cache import ModelCache
     from kag.stores.graph import GraphCache
     from pipelines.answer import AnswerPipeline
+    from pipelines.answerability import AnswerabilityModel
     from pipelines.generate import LlamaGenerator, LLMGraphExtractor, SamplingParams
     from pipelines.retrieve import Retriever
     from pipelines.verify import Verifier
@@ -292,6 +294,17 @@ class Runtime:
             return s.answer_min_answerable
         return tuned_min_answerable(self.generator.model_sha256)
 
+    def answerability(self) -> AnswerabilityModel | None:
+        """The answerability model fitted for the loaded model's weights, with `KAG_ANSWER_MIN_EVIDENCE` as
+        its threshold when set (0: no decision); None where no model was fitted for these weights."""
+        from pipelines.answerability import tuned_answerability
+
+        model = tuned_answerability(self.generator.model_sha256)
+        threshold = self.settings.answer_min_evidence
+        if model is None or threshold is None:
+            return model
+        return dataclasses.replace(model, threshold=threshold)
+
     def _chat_yes_probability(self, message: str) -> float:
         generator = self.generator
         return generator.yes_probability(generator.render_chat([{"role": "user", "content": message}]))
@@ -328,6 +341,7 @@ class Runtime:
             context_chunks=s.context_chunks,
             default_policy=s.verify_policy,
             answerable_threshold=self.min_answerable(),
+            answerability=self.answerability(),
             short_answers=s.answer_short,
             multihop=s.answer_multihop,
             profile=prompt_profile(self.generator.model_sha256),

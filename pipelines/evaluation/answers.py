@@ -110,7 +110,10 @@ class QuestionResult:
     short_answer: str | None = None  # what exact match and F1 scored, when the pipeline picked one
     gold_documents: int = 0  # distinct documents holding gold evidence (HotpotQA: the supporting titles)
     gold_documents_cited: int = 0
+    gold_documents_in_sources: int = 0  # of those, how many the sources given to the model held
     p_answerable: float | None = None
+    #: the evidence signals of the answerability decision (pipelines.answerability), when it was made
+    answerability: dict[str, Any] | None = None
     timings_s: dict[str, float] = field(default_factory=dict)  # the same stages in seconds, 0.1 ms precision
 
 
@@ -160,13 +163,15 @@ def score_question(example: AnswerExample, result: AnswerLike, evidence: Evidenc
         gold_passage_in_sources=any(getattr(s.hit, "document_id", None) in gold_docs for s in result.sources),
         shown_sentences=len(shown),
         shown_supported=sum(s.supported for s in shown),
-        model_sentences=len(v.sentences),
+        model_sentences=sum(s.action != "added" for s in v.sentences),  # hop quotes kag added are not the model's
         model_supported=sum(s.action == "kept" for s in v.sentences),
         timings_ms={k: round(float(t) * 1000, 2) for k, t in result.timings.items()},
         short_answer=short,
         gold_documents=len(gold_docs),
         gold_documents_cited=len(gold_docs & {c.document_id for c in v.citations}),
+        gold_documents_in_sources=len(gold_docs & {getattr(s.hit, "document_id", None) for s in result.sources}),
         p_answerable=getattr(result, "p_answerable", None),
+        answerability=getattr(result, "answerability", None),
         timings_s={k: round(float(t), 4) for k, t in result.timings.items()},
     )
 
@@ -247,9 +252,9 @@ def summarize(results: Sequence[QuestionResult]) -> dict[str, Any]:
         "answer_rate_answerable": ratio(sum(not r.abstained for r in has), len(has)),
         "gold_passage_in_sources": ratio(sum(r.gold_passage_in_sources for r in has), len(has)),
         # multi-hop: questions whose citations cover every gold document (HotpotQA: both supporting titles)
-        "citations_cover_all_gold": ratio(
-            sum(r.gold_documents_cited == r.gold_documents for r in multi), len(multi)
-        ),
+        "citations_cover_all_gold": ratio(sum(r.gold_documents_cited == r.gold_documents for r in multi), len(multi)),
+        # ... and whose sources (what the model read) held every gold document: the ceiling of the one above
+        "sources_hold_all_gold": ratio(sum(r.gold_documents_in_sources == r.gold_documents for r in multi), len(multi)),
         "errors": len(results) - len(ok),
         "questions_with_mapped_evidence": len(mapped),
     }

@@ -96,6 +96,11 @@ def answers_markdown(report: Mapping[str, Any]) -> str:
         ("answer rate on answerable", fmt(m["answer_rate_answerable"])),
         ("gold passage retrieved into the sources", fmt(m["gold_passage_in_sources"])),
     ]
+    if m.get("citations_cover_all_gold") is not None:  # multi-document evidence (HotpotQA's two titles)
+        rows += [
+            ("citations cover every gold document", fmt(m["citations_cover_all_gold"])),
+            ("sources hold every gold document", fmt(m.get("sources_hold_all_gold"))),
+        ]
     lines = [
         f"# Answers: {report['dataset']} ({report['questions']} questions, policy {report['policy']})",
         "",

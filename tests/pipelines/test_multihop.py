@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from kag.records import SearchHit
-from pipelines.multihop import gather, names_in, plan
+from kag.records import SearchHit, Source, verdict_summary
+from pipelines.multihop import Hop, Plan, gather, hop_sources, names_in, plan
+from pipelines.verify import Verifier
 
 
 def hit(chunk: str, title: str, text: str) -> SearchHit:
@@ -58,3 +59,71 @@ def test_comparison_retrieves_each_entity_and_puts_both_first() -> None:
     sources, hops = gather(question, plan(question), [other], [], retrieve, k=3)
     assert {s.chunk_id for s in sources[:2]} == {"b", "w"}
     assert [h.found for h in hops] == [None, "Emma Bull", "Virginia Woolf"]
+
+
+# --- composition: every hop's evidence cited ------------------------------------------------------
+
+
+def _bridge() -> tuple[str, list[Source], list[Hop], Plan]:
+    question = "What government position was held by the woman who portrayed Corliss Archer in Kiss and Tell?"
+    first = [
+        hit(
+            "k1", "Kiss and Tell (1945 film)", "Kiss and Tell is a 1945 film starring Shirley Temple as Corliss Archer."
+        ),
+        hit("x1", "Meet Corliss Archer", "Meet Corliss Archer is a radio sitcom."),
+    ]
+    temple = hit(
+        "t1", "Shirley Temple", "Shirley Temple was an actress. She served as Chief of Protocol of the United States."
+    )
+
+    def retrieve(query: str, n: int):
+        hits = [temple] if "Shirley Temple" in query else [first[1]]
+        return hits, [[h.chunk_id, 1.0] for h in hits]
+
+    the_plan = plan(question)
+    merged, hops = gather(question, the_plan, first, [["k1", 1.0]], retrieve, k=4)
+    return question, [Source(i, h) for i, h in enumerate(merged, start=1)], hops, the_plan
+
+
+def test_hop_sources_are_the_passage_naming_the_bridge_and_the_bridge_entitys_own() -> None:
+    question, sources, hops, the_plan = _bridge()
+    first, second = hop_sources(the_plan, hops, sources)
+    assert [s.hit.chunk_id for s in first] == ["k1"]  # names Shirley Temple; the sitcom passage does not
+    assert [s.hit.chunk_id for s in second] == ["t1"]
+    assert hop_sources(Plan("single"), hops[:1], sources) == []
+    assert hop_sources(the_plan, hops[:1], sources) == []  # no second hop was found: nothing to compose
+
+
+def test_an_answer_citing_one_hop_gets_the_other_hops_evidence_quoted(embedder) -> None:
+    question, sources, hops, the_plan = _bridge()
+    verifier = Verifier(embedder, policy="extractive")
+    t1 = next(s.number for s in sources if s.hit.chunk_id == "t1")
+    verified = verifier.verify(
+        question, f"Shirley Temple served as Chief of Protocol of the United States [{t1}].", sources
+    )
+    assert [c.chunk_id for c in verified.citations] == ["t1"]
+    composed = verifier.with_hop_evidence(question, verified, hop_sources(the_plan, hops, sources))
+    added = [s for s in composed.sentences if s.action == "added"]
+    assert len(added) == 1 and added[0].supported and added[0].original == ""
+    (citation,) = added[0].citations
+    assert citation.chunk_id == "k1" and citation.quote == sources[0].hit.text  # the whole (one-sentence) passage
+    assert composed.answer.startswith(verified.answer) and composed.answer.endswith(f'" [{citation.source_number}]')
+    assert {c.chunk_id for c in composed.citations} == {"k1", "t1"}
+    summary = verdict_summary(composed.sentences)  # the added quote is not counted as a model sentence
+    assert summary.split(" model sentences")[0].endswith("/1") and summary.endswith(", 1 hop quote added")
+    assert added[0].label == "added (evidence of a hop, quoted)" and not added[0].model_supported
+    # an answer that already cites both hops, or an abstention, is left as it is
+    assert verifier.with_hop_evidence(question, composed, hop_sources(the_plan, hops, sources)) == composed
+    abstained = verifier.abstention("judged unanswerable: test")
+    assert verifier.with_hop_evidence(question, abstained, hop_sources(the_plan, hops, sources)) == abstained
+
+
+def test_a_hop_with_nothing_relevant_adds_nothing(embedder) -> None:
+    question, sources, hops, the_plan = _bridge()
+    verifier = Verifier(embedder, policy="extractive")
+    t1 = next(s.number for s in sources if s.hit.chunk_id == "t1")
+    verified = verifier.verify(
+        question, f"Shirley Temple served as Chief of Protocol of the United States [{t1}].", sources
+    )
+    unrelated = [Source(9, hit("z9", "Weather", "Rain is expected over the weekend in the northern valleys."))]
+    assert verifier.with_hop_evidence(question, verified, [unrelated]) == verified

@@ -62,7 +62,8 @@ def _key_names(request: Request) -> dict[str, str]:
 def _summary(entry: AuditEntry, names: dict[str, str]) -> AuditSummary:
     body = entry.body
     verdicts = body.get("verdicts") or []
-    verdicts = [v for v in verdicts if isinstance(v, dict)]
+    # a quote kag added for a hop of a multi-hop answer is not a model sentence
+    verdicts = [v for v in verdicts if isinstance(v, dict) and v.get("action") != "added"]
     # a replaced sentence was the model's, unsupported: its quote is shown instead, and counted apart
     supported = sum(1 for v in verdicts if v.get("action", "kept" if v.get("supported") else "") == "kept")
     replaced = sum(1 for v in verdicts if v.get("action") == "replaced")

@@ -273,10 +273,10 @@ async function showRecord(id, row) {
   const verdicts = (b.verdicts || []).map((v) =>
     el(
       "div",
-      { class: `sentence ${(v.action ? v.action === "kept" : v.supported) ? "supported" : "unsupported"}` },
+      { class: `sentence ${(v.action ? v.action === "kept" || v.action === "added" : v.supported) ? "supported" : "unsupported"}` },
       el("span", { class: "verdict" }, `${v.label || (v.supported ? "supported" : "unsupported")} · ${Number(v.score).toFixed(2)}`),
       el("div", { class: "text" }, v.text),
-      v.original !== v.text ? el("div", { class: "original" }, el("small", {}, `model wrote: ${v.original}`)) : null,
+      v.original && v.original !== v.text ? el("div", { class: "original" }, el("small", {}, `model wrote: ${v.original}`)) : null,
       ...(v.citations || []).map(citationView),
     ),
   );
