@@ -15,7 +15,7 @@ from kag.ledger import Ledger
 from kag.records import ScoredChunk, SearchHit, Source, Verification
 from pipelines.answerability import AnswerabilityModel, evidence_features
 from pipelines.generate import PROBED, PromptProfile
-from pipelines.multihop import Hop, Plan, gather, hop_sources, plan
+from pipelines.multihop import Hop, Plan, choice_options, chosen_option, gather, hop_sources, plan
 from pipelines.rerank import RerankStage
 from pipelines.retrieve import HybridRetriever, hydrate
 from pipelines.verify import REASON_JUDGED_UNANSWERABLE
@@ -448,7 +448,9 @@ class AnswerPipeline:
     def _short_answer(self, question: str, verification: Verification) -> str | None:
         """The phrase of the verified answer that answers the question ("Shirley Temple", "1.5 days"):
         the model picks it from the shown answer alone, and it is kept only if it is a piece of that
-        text (or the yes/no the answer starts with), so it can never say more than the verified answer."""
+        text (or the yes/no the answer starts with), so it can never say more than the verified answer. A
+        choice between two named options is answered with the option the verified text names (as the
+        question spells it), without a model call."""
         if verification.abstained:
             return None
         if verification.conclusion is not None:
@@ -456,6 +458,13 @@ class AnswerPipeline:
         from pipelines.generate import SHORT_ANSWER_INSTRUCTION, short_answer_sampling
 
         text = " ".join(_MARKERS.sub(" ", verification.answer).replace('"', " ").split())
+        options = choice_options(question)
+        if options is not None:
+            # "Who is younger, X or Y?": the answer is the option the verified text names (first), not a
+            # phrase around it ("X is younger")
+            chosen = chosen_option(options, text)
+            if chosen is not None:
+                return chosen
         prompt = self.generator.render_chat(
             [
                 {"role": "system", "content": SHORT_ANSWER_INSTRUCTION},

@@ -109,6 +109,35 @@ def plan(question: str) -> Plan:
     return Plan("single", tuple(named))
 
 
+def choice_options(question: str) -> tuple[str, str] | None:
+    """The two options of a question that asks to choose between named things with "or" ("Who is younger,
+    Keith Bostic or Jerry Glanville?" -> ("Keith Bostic", "Jerry Glanville")); None for any other question."""
+    for m in _PAIR_RE.finditer(question.strip()):
+        if re.search(r"\s(?:or|vs\.?|versus)\s", m.group(0)) is None:
+            continue
+        a, b = _clean(m.group("a")), _clean(m.group("b"))
+        if a and b and a.lower() != b.lower():
+            return a, b
+    return None
+
+
+def chosen_option(options: Sequence[str], answer: str) -> str | None:
+    """The option an answer names first: by its whole name, else by its last word when that word tells the
+    options apart ("Woolf was born earlier"). None when the answer names neither."""
+    text = answer.lower()
+    found: list[tuple[int, int, str]] = []  # (position, 0 = whole name / 1 = last word, option)
+    last_words = [o.split()[-1].lower() for o in options]
+    for option, last in zip(options, last_words, strict=True):
+        whole = re.search(rf"(?<!\w){re.escape(option.lower())}(?!\w)", text)
+        if whole:
+            found.append((whole.start(), 0, option))
+        elif len(option.split()) > 1 and last_words.count(last) == 1:
+            word = re.search(rf"(?<!\w){re.escape(last)}(?!\w)", text)
+            if word:
+                found.append((word.start(), 1, option))
+    return min(found)[2] if found else None
+
+
 def _mentions(hit: SearchHit, name: str) -> bool:
     key = name.lower()
     return key in (hit.title or "").lower() or hit.text.lower().startswith(key)

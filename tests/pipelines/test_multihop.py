@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kag.records import SearchHit, Source, verdict_summary
-from pipelines.multihop import Hop, Plan, gather, hop_sources, names_in, plan
+from pipelines.multihop import Hop, Plan, choice_options, chosen_option, gather, hop_sources, names_in, plan
 from pipelines.verify import Verifier
 
 
@@ -127,3 +127,50 @@ def test_a_hop_with_nothing_relevant_adds_nothing(embedder) -> None:
     )
     unrelated = [Source(9, hit("z9", "Weather", "Rain is expected over the weekend in the northern valleys."))]
     assert verifier.with_hop_evidence(question, verified, [unrelated]) == verified
+
+
+# --- the short answer of a choice question ---------------------------------------------------------
+
+
+def test_choice_options_are_the_two_names_joined_by_or() -> None:
+    assert choice_options("who is younger Keith Bostic or Jerry Glanville ?") == ("Keith Bostic", "Jerry Glanville")
+    assert choice_options("Who was born earlier, Emma Bull or Virginia Woolf?") == ("Emma Bull", "Virginia Woolf")
+    # "and" joins things the question asks about together, not options; no names, no options
+    assert choice_options("Are both Cypress and Ajuga genera?") is None
+    assert choice_options("Is the store open on Sundays or holidays?") is None
+    assert choice_options("What is the capital of France?") is None
+
+
+def test_the_chosen_option_is_the_one_the_answer_names_first() -> None:
+    options = ("Emma Bull", "Virginia Woolf")
+    assert chosen_option(options, "Virginia Woolf was born in 1882, before Emma Bull.") == "Virginia Woolf"
+    assert chosen_option(options, "Emma Bull is younger than Virginia Woolf.") == "Emma Bull"
+    assert chosen_option(options, "Woolf was born earlier (1882).") == "Virginia Woolf"  # by the last word
+    assert chosen_option(options, "Neither is named here.") is None
+    # a last word both options share tells nothing
+    assert chosen_option(("John Smith", "Anna Smith"), "Smith was first.") is None
+    assert chosen_option(("Bull", "Woolf"), "The Bulldogs won.") is None  # whole words only
+
+
+class _NoModel:
+    """A generator that must not be asked: the choice is read off the verified answer."""
+
+    def render_chat(self, messages: object) -> str:
+        raise AssertionError("the model was asked for a short answer it did not need to pick")
+
+    def complete(self, prompt: str, *, sampling: object = None) -> object:
+        raise AssertionError("the model was asked for a short answer it did not need to pick")
+
+
+def test_a_choice_questions_short_answer_is_the_option_without_a_model_call() -> None:
+    from kag.records import SentenceVerdict, Verification
+    from pipelines.answer import AnswerPipeline
+
+    pipeline = AnswerPipeline.__new__(AnswerPipeline)
+    pipeline.generator = _NoModel()  # type: ignore[assignment]
+    said = "Keith Bostic is younger than Jerry Glanville [1]."
+    verified = Verification(said, (SentenceVerdict(said, said, True, 0.9, "kept"),), False, "extractive")
+    question = "who is younger Keith Bostic or Jerry Glanville ?"
+    assert pipeline._short_answer(question, verified) == "Keith Bostic"
+    abstained = Verification("The sources do not answer this.", (), True, "extractive", "low evidence")
+    assert pipeline._short_answer(question, abstained) is None
