@@ -59,7 +59,11 @@ class VerifierLike(Protocol):
     def abstention(self, reason: str) -> Verification: ...
 
     def with_hop_evidence(
-        self, question: str, verification: Verification, hops: Sequence[Sequence[Source]]
+        self,
+        question: str,
+        verification: Verification,
+        hops: Sequence[tuple[str | None, Sequence[Source]]],
+        sources: Sequence[Source] = (),
     ) -> Verification: ...
 
 
@@ -337,10 +341,11 @@ class AnswerPipeline:
                         f"{REASON_JUDGED_UNANSWERABLE}: the evidence gives {p_evidence:.2f} that the sources "
                         f"answer the question, below {model.threshold:.2f} ({signals})"
                     )
-        if hops and not verification.abstained:
-            # the composition: an answer that leans on one hop's passage also quotes the other hop's
+        if not verification.abstained:
+            # the composition: an answer that leans on one hop's passage also quotes the other hop's, and
+            # the premise of the question where the quotes shown leave it unsaid
             verification = verifier.with_hop_evidence(
-                question, verification, hop_sources(the_plan, hops, prompt_parts.sources)
+                question, verification, hop_sources(the_plan, hops, prompt_parts.sources), prompt_parts.sources
             )
         timings["verify"] = time.perf_counter() - t3
         t_short = time.perf_counter()
@@ -374,8 +379,9 @@ class AnswerPipeline:
                 "entities": list(the_plan.entities),
                 "hops": [h.to_dict() for h in hops],
                 "composition": "sources interleaved hop by hop (comparison: each entity's hop first), "
-                "then one answer over all of them; each hop the answer does not cite gets its best supporting "
-                "sentence quoted after it (verdict action 'added')",
+                "then one answer over all of them; each hop the answer does not cite gets its best sentence "
+                "about its entity quoted after it, and the question's premise where the answer leaves it unsaid "
+                "(verdict action 'added')",
             },
             "sources": [
                 {

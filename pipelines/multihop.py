@@ -202,19 +202,21 @@ def gather(
     return merged, hops
 
 
-def hop_sources(the_plan: Plan, hops: Sequence[Hop], sources: Sequence[Source]) -> list[list[Source]]:
-    """The sources each hop contributed, for the composition to cite every hop: a comparison's two
-    entity hops; a bridge's first-hop passages that name the entity it found, then the found entity's
-    passages. Empty when the plan found no second hop (there is one hop only)."""
+def hop_sources(
+    the_plan: Plan, hops: Sequence[Hop], sources: Sequence[Source]
+) -> list[tuple[str | None, list[Source]]]:
+    """(entity, sources) of each hop, for the composition to cite every hop: a comparison's two entity
+    hops, each with its entity; a bridge's first-hop passages that name the entity it found, then the
+    found entity's passages, both with the found entity. Empty when the plan found no second hop."""
     by_chunk = {s.hit.chunk_id: s for s in sources}
 
     def of(hop: Hop) -> list[Source]:
         return [by_chunk[c] for c in hop.evidence if c in by_chunk]
 
     if the_plan.kind == "comparison":
-        return [of(hop) for hop in hops[1:]]
+        return [(hop.found, of(hop)) for hop in hops[1:]]
     if the_plan.kind == "bridge" and len(hops) > 1:
-        found = (hops[1].found or "").lower()
-        first = [s for s in of(hops[0]) if found and found in s.hit.text.lower()] or of(hops[0])[:1]
-        return [first, of(hops[1])]
+        found = hops[1].found or ""
+        first = [s for s in of(hops[0]) if found and found.lower() in s.hit.text.lower()] or of(hops[0])[:1]
+        return [(found or None, first), (found or None, of(hops[1]))]
     return []

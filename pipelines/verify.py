@@ -631,6 +631,10 @@ class Verifier:
         self.policy = policy
         self.support_threshold = support_threshold
         self.abstain_threshold = abstain_threshold
+        #: least score of a hop's sentence about its entity for it to be quoted (with_hop_evidence)
+        self.hop_floor = 0.25
+        #: share of the question's words the quotes shown leave unsaid above which a premise is quoted
+        self.premise_share = 0.4
         self.lexical_weight = lexical_weight
         # 0 (the default): a sentence may add no content word to its evidence; "1.5 days of paid sick leave"
         # against "1.5 days of PTO" is unsupported. 1 lets one ordinary word of paraphrase through
@@ -800,34 +804,74 @@ class Verifier:
         return SentenceVerdict(sentence.text, sentence.original, False, score, "dropped")
 
     def with_hop_evidence(
-        self, question: str, verification: Verification, hops: Sequence[Sequence[Source]]
+        self,
+        question: str,
+        verification: Verification,
+        hops: Sequence[tuple[str | None, Sequence[Source]]],
+        sources: Sequence[Source] = (),
     ) -> Verification:
-        """A multi-hop answer with every hop's evidence cited: for each hop whose sources the answer does
-        not cite yet, the hop's source sentence that best supports the question and the answer together is
-        quoted after the answer (action "added"). A bridge answer then shows both links of the chain (the
-        passage naming the bridge entity, and the one about it), a comparison both entities' facts.
-        A hop with no sentence scoring at least `abstain_threshold` adds nothing."""
-        if verification.abstained or not hops:
+        """A multi-hop answer with the evidence of every link cited (quotes added after the answer, verdict
+        action "added"; they are kag's, never counted as the model's sentences):
+
+        - each hop (entity, its sources) whose documents the answer does not cite gets the sentence of its
+          sources that names its entity and best supports the question and the answer (a comparison: each
+          entity's fact; a bridge: the passage naming the bridge entity, and the one about it);
+        - the premise: where the quotes shown leave much of the question unsaid, a name of it among that
+          ("the woman who portrayed Corliss Archer in Kiss and Tell" behind "Shirley Temple served as Chief
+          of Protocol"), the sentence of another document in `sources` that names it and says most of the
+          rest is quoted, when it says at least half of it.
+        """
+        if verification.abstained:
             return verification
         cited = {c.document_id for c in verification.citations}
         shown = " ".join(_MARKER_RE.sub("", v.text) for v in verification.sentences if v.action != "dropped")
         probe = f"{question} {shown}"
         added: list[SentenceVerdict] = []
-        for hop in hops:
+
+        def add(span: _Span, score: float) -> None:
+            citation = span.citation()
+            text = f'"{" ".join(_MD_EMPHASIS_RE.sub("", span.text).split())}" [{citation.source_number}]'
+            added.append(SentenceVerdict(text, "", True, float(score), "added", (citation,)))
+            cited.add(citation.document_id)
+
+        for entity, hop in hops:
             if not hop or any(s.hit.document_id in cited for s in hop):
                 continue
             spans = [span for span in candidate_spans(hop) if span.single]
+            if entity:  # a sentence about the hop's entity, not any sentence of its passages
+                key = entity.lower()
+                spans = [span for span in spans if key in span.text.lower()] or [
+                    span for span in spans if key in (span.source.hit.title or "").lower()
+                ]
             if not spans:
                 continue
             scores = self.score_matrix([probe], spans)[0]
             best = int(np.argmax(scores))
-            if scores[best] < self.abstain_threshold:
-                continue
-            span = spans[best]
-            citation = span.citation()
-            text = f'"{" ".join(_MD_EMPHASIS_RE.sub("", span.text).split())}" [{citation.source_number}]'
-            added.append(SentenceVerdict(text, "", True, float(scores[best]), "added", (citation,)))
-            cited.add(citation.document_id)
+            if scores[best] >= self.hop_floor:
+                add(spans[best], scores[best])
+
+        asked = content_tokens(question)
+        total = sum(asked.values())
+        said: set[str] = set()
+        for citation in (*verification.citations, *(c for v in added for c in v.citations)):
+            said |= set(content_tokens(citation.quote))
+        unsaid = {t: w for t, w in asked.items() if t not in said}
+        # the premise is about something the question names and the quotes shown do not
+        from pipelines.multihop import names_in
+
+        unsaid_names = [n.lower() for n in names_in(question) if not set(content_tokens(n)) <= said]
+        if unsaid_names and total and sum(unsaid.values()) >= self.premise_share * total:
+            best_span, best_share = None, 0.0
+            for span in candidate_spans([s for s in sources if s.hit.document_id not in cited]):
+                if not span.single or not any(n in span.text.lower() for n in unsaid_names):
+                    continue
+                tokens = set(content_tokens(span.text))
+                hit = [t for t in unsaid if t in tokens]
+                share = sum(unsaid[t] for t in hit) / sum(unsaid.values())
+                if len(hit) >= 2 and share > best_share:
+                    best_span, best_share = span, share
+            if best_span is not None and best_share >= 0.5:
+                add(best_span, best_share)
         if not added:
             return verification
         return dataclasses.replace(

@@ -87,9 +87,10 @@ def _bridge() -> tuple[str, list[Source], list[Hop], Plan]:
 
 def test_hop_sources_are_the_passage_naming_the_bridge_and_the_bridge_entitys_own() -> None:
     question, sources, hops, the_plan = _bridge()
-    first, second = hop_sources(the_plan, hops, sources)
+    (e1, first), (e2, second) = hop_sources(the_plan, hops, sources)
     assert [s.hit.chunk_id for s in first] == ["k1"]  # names Shirley Temple; the sitcom passage does not
     assert [s.hit.chunk_id for s in second] == ["t1"]
+    assert e1 == e2 == "Shirley Temple"
     assert hop_sources(Plan("single"), hops[:1], sources) == []
     assert hop_sources(the_plan, hops[:1], sources) == []  # no second hop was found: nothing to compose
 
@@ -126,7 +127,9 @@ def test_a_hop_with_nothing_relevant_adds_nothing(embedder) -> None:
         question, f"Shirley Temple served as Chief of Protocol of the United States [{t1}].", sources
     )
     unrelated = [Source(9, hit("z9", "Weather", "Rain is expected over the weekend in the northern valleys."))]
-    assert verifier.with_hop_evidence(question, verified, [unrelated]) == verified
+    assert verifier.with_hop_evidence(question, verified, [(None, unrelated)]) == verified
+    # a hop's sentence must name its entity: a hop about someone else's passage adds nothing
+    assert verifier.with_hop_evidence(question, verified, [("Rain", [sources[1]])]) == verified
 
 
 # --- the short answer of a choice question ---------------------------------------------------------
@@ -174,3 +177,42 @@ def test_a_choice_questions_short_answer_is_the_option_without_a_model_call() ->
     assert pipeline._short_answer(question, verified) == "Keith Bostic"
     abstained = Verification("The sources do not answer this.", (), True, "extractive", "low evidence")
     assert pipeline._short_answer(question, abstained) is None
+
+
+def test_a_comparison_answer_gets_the_other_entitys_fact_quoted(embedder) -> None:
+    question = "Who is younger, Keith Bostic or Jerry Glanville?"
+    bostic = hit("b1", "Keith Bostic", "Keith Bostic (born January 17, 1961) is a former American football player.")
+    glanville = hit("g1", "Jerry Glanville", "Jerry Glanville (born October 14, 1941) is a former NFL head coach.")
+    sources = [Source(1, bostic), Source(2, glanville)]
+    verifier = Verifier(embedder, policy="extractive")
+    verified = verifier.verify(question, "Keith Bostic was born on January 17, 1961 [1].", sources)
+    assert {c.chunk_id for c in verified.citations} == {"b1"}
+    hops = [("Keith Bostic", [sources[0]]), ("Jerry Glanville", [sources[1]])]
+    composed = verifier.with_hop_evidence(question, verified, hops, sources)
+    (added,) = [s for s in composed.sentences if s.action == "added"]
+    assert added.citations[0].chunk_id == "g1" and "October 14, 1941" in added.text
+    assert {c.chunk_id for c in composed.citations} == {"b1", "g1"}
+
+
+def test_the_premise_an_answer_leaves_unsaid_is_quoted_from_another_document(embedder) -> None:
+    question, sources, _, _ = _bridge()
+    verifier = Verifier(embedder, policy="extractive")
+    t1 = next(s.number for s in sources if s.hit.chunk_id == "t1")
+    verified = verifier.verify(
+        question, f"Shirley Temple served as Chief of Protocol of the United States [{t1}].", sources
+    )
+    # no hop was planned (one retrieval found both passages): the premise still gets its quote
+    composed = verifier.with_hop_evidence(question, verified, [], sources)
+    (added,) = [s for s in composed.sentences if s.action == "added"]
+    assert added.citations[0].chunk_id == "k1" and "Corliss Archer" in added.text
+
+
+def test_an_answer_whose_quote_says_the_question_gets_nothing_added(embedder) -> None:
+    doc = hit("p1", "PTO policy", "Full-time employees accrue 1.5 days of paid time off per month.")
+    other = hit("o1", "Holidays", "Employees get ten paid holidays per year, listed by the office manager.")
+    sources = [Source(1, doc), Source(2, other)]
+    verifier = Verifier(embedder, policy="extractive")
+    question = "How many days of paid time off do full-time employees accrue per month?"
+    verified = verifier.verify(question, "Full-time employees accrue 1.5 days of paid time off per month [1].", sources)
+    assert not verified.abstained
+    assert verifier.with_hop_evidence(question, verified, [], sources) == verified
