@@ -180,3 +180,16 @@ def test_the_tuning_script_fits_chooses_a_threshold_and_reports_held_out_samples
     # held out: one answerable question with low coverage is lost, one unanswerable with high coverage passes
     (line,) = [row for row in printed.splitlines() if row.startswith("| seed2 | 4 |")]
     assert line.startswith("| seed2 | 4 | 0.500 (") and "| 0.500 (" in line
+
+
+def test_the_shipped_model_for_the_default_generator_separates_clear_cases() -> None:
+    from kag.models.catalog import DEFAULT_LLM_MODEL, MODELS
+    from pipelines.answerability import TUNED
+
+    model = TUNED[MODELS[DEFAULT_LLM_MODEL].sha256]
+    assert 0 < model.threshold < 1 and set(model.weights) == set(FEATURES) and model.fitted_on
+    # every word of the question in the quote cited, the model sure: shown; nothing of it cited, the model
+    # unsure, words missing from every source: abstained
+    covered = {"probe": 2.0, "coverage": 1.0, "missing": 0.0, "cited_coverage": 1.0, "support": 0.95, "kept": 1.0}
+    uncovered = {"probe": 0.3, "coverage": 0.4, "missing": 0.5, "cited_coverage": 0.1, "support": 0.7, "kept": 0.0}
+    assert model.probability(covered) > model.threshold > model.probability(uncovered)
