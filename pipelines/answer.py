@@ -341,6 +341,7 @@ class AnswerPipeline:
                         f"{REASON_JUDGED_UNANSWERABLE}: the evidence gives {p_evidence:.2f} that the sources "
                         f"answer the question, below {model.threshold:.2f} ({signals})"
                     )
+        answered = verification  # the model's verified answer, before kag's quotes of hops and premises
         if not verification.abstained:
             # the composition: an answer that leans on one hop's passage also quotes the other hop's, and
             # the premise of the question where the quotes shown leave it unsaid
@@ -349,7 +350,8 @@ class AnswerPipeline:
             )
         timings["verify"] = time.perf_counter() - t3
         t_short = time.perf_counter()
-        short_answer = self._short_answer(question, verification) if self.short_answers else None
+        # picked from the model's verified answer: the quotes kag added are evidence, not the answer
+        short_answer = self._short_answer(question, answered) if self.short_answers else None
         if self.short_answers:
             timings["short_answer"] = time.perf_counter() - t_short  # a model call: timed apart from verify
 

@@ -193,3 +193,52 @@ def test_the_shipped_model_for_the_default_generator_separates_clear_cases() -> 
     covered = {"probe": 2.0, "coverage": 1.0, "missing": 0.0, "cited_coverage": 1.0, "support": 0.95, "kept": 1.0}
     uncovered = {"probe": 0.3, "coverage": 0.4, "missing": 0.5, "cited_coverage": 0.1, "support": 0.7, "kept": 0.0}
     assert model.probability(covered) > model.threshold > model.probability(uncovered)
+
+
+class _Recording(ScriptedGenerator):
+    """The scripted model, keeping the text it was asked to pick a short answer from."""
+
+    picked_from: list[str] = []
+
+    def complete(self, prompt: str, *, sampling: Any = None) -> Any:
+        self.picked_from.append(prompt.partition("Text: ")[2].partition("\nQuestion:")[0])
+        return super().complete(prompt, sampling=sampling)
+
+
+def test_a_bridge_answer_quotes_its_premise_and_the_short_answer_comes_from_the_model_part(
+    tmp_path: Path, embedder: Any
+) -> None:
+    from kag.cli.runtime import Runtime
+    from tests.kag.api.conftest import api_settings
+
+    runtime = Runtime(api_settings(tmp_path / "data"))
+    runtime.__dict__["embedder"] = embedder
+    try:
+        folder = tmp_path / "corpus"
+        folder.mkdir()
+        (folder / "kiss.md").write_text(
+            "# Kiss and Tell (1945 film)\n\nKiss and Tell is a 1945 film starring Shirley Temple as Corliss Archer.\n"
+        )
+        (folder / "temple.md").write_text(
+            "# Shirley Temple\n\nShirley Temple was an American actress. She served as Chief of Protocol of the "
+            "United States.\n"
+        )
+        assert runtime.ingestor.ingest([folder], "films").status == "completed"
+        generator = _Recording("Shirley Temple served as Chief of Protocol of the United States.", 0.0)
+        generator.picked_from = []
+        runtime.__dict__["generator"] = generator
+        question = "What government position was held by the woman who portrayed Corliss Archer in Kiss and Tell?"
+        result = _pipeline(runtime, None).answer(question, ["films"])
+        v = result.verification
+        assert not v.abstained
+        (added,) = [s for s in v.sentences if s.action == "added"]
+        assert "Corliss Archer" in added.text and added.citations[0].quote.startswith("Kiss and Tell is a 1945")
+        assert len({c.document_id for c in v.citations}) == 2  # both links of the chain are cited
+        # the short answer is picked from what the model said, not from the quote kag added
+        (text,) = generator.picked_from
+        assert "Chief of Protocol" in text and "1945" not in text
+        body = AuditLog(runtime.stores.ledger).get(result.audit_id).body
+        assert [v["action"] for v in body["verdicts"]][-1] == "added"
+    finally:
+        runtime.__dict__.pop("embedder")
+        runtime.close()
