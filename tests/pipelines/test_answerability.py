@@ -242,3 +242,15 @@ def test_a_bridge_answer_quotes_its_premise_and_the_short_answer_comes_from_the_
     finally:
         runtime.__dict__.pop("embedder")
         runtime.close()
+
+
+def test_a_comparison_question_is_recorded_not_decided(kestrel: Any) -> None:
+    # the model was fitted on single-passage questions: a comparison's signals are kept, its answer shown
+    question = "Which is deployed every Tuesday, Kestrel or Rollbacks?"
+    result = _pipeline(kestrel, _model(0.99)).answer(question, ["ops"])
+    assert not result.verification.abstained and "Tuesday" in result.answer
+    assert result.answerability is not None and set(result.answerability["features"]) == set(FEATURES)
+    assert result.answerability["not_decided"].startswith("comparison question")
+    assert "p_answerable" not in result.answerability
+    body = AuditLog(kestrel.stores.ledger).get(result.audit_id).body
+    assert body["answerability"]["evidence"]["not_decided"] == result.answerability["not_decided"]
