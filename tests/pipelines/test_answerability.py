@@ -153,6 +153,7 @@ def _records(path: Path, rows: list[dict[str, Any]]) -> Path:
 def _row(impossible: bool, coverage: float, gold: bool = False) -> dict[str, Any]:
     features = {name: 0.5 for name in FEATURES} | {"coverage": coverage}
     return {
+        "question": "When are Kestrel releases deployed?",
         "is_impossible": impossible,
         "abstained": False,
         "contains_gold": gold,
@@ -170,7 +171,7 @@ def test_the_tuning_script_fits_chooses_a_threshold_and_reports_held_out_samples
     out = tmp_path / "model.json"
     argv = ["tune_answerability.py", "--tune", str(_records(tmp_path / "seed1" / "answers.jsonl", tune))]
     argv += ["--report", str(_records(tmp_path / "seed2" / "answers.jsonl", held)), "--write", str(out)]
-    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "argv", [*argv, "--answer-rate-floor", "0"])
     monkeypatch.syspath_prepend(str(REPO))
     runpy.run_path(str(REPO / "scripts" / "tune_answerability.py"), run_name="__main__")
     printed = capsys.readouterr().out
@@ -180,6 +181,19 @@ def test_the_tuning_script_fits_chooses_a_threshold_and_reports_held_out_samples
     # held out: one answerable question with low coverage is lost, one unanswerable with high coverage passes
     (line,) = [row for row in printed.splitlines() if row.startswith("| seed2 | 4 |")]
     assert line.startswith("| seed2 | 4 | 0.500 (") and "| 0.500 (" in line
+
+    # by default the threshold keeps an answer rate of 0.80 on the tuning sample and abstains on the most
+    monkeypatch.setattr(sys, "argv", argv)
+    script = runpy.run_path(str(REPO / "scripts" / "tune_answerability.py"), run_name="__main__")
+    assert "with an answer rate >= 0.80 on the tuning sample" in capsys.readouterr().out
+    # as the pipeline, a comparison question is not decided: whatever its signals, it is not abstained on
+    low = {name: 0.0 for name in FEATURES}
+    score = script["model_score"](model)
+    assert score({"question": "When are Kestrel releases deployed?", "answerability": {"features": low}}) < 0.5
+    assert (
+        score({"question": "Who is younger, Keith Bostic or Jerry Glanville?", "answerability": {"features": low}})
+        == 1.0
+    )
 
 
 def test_the_shipped_model_for_the_default_generator_separates_clear_cases() -> None:
