@@ -80,11 +80,18 @@ $(STAMP): pyproject.toml $(LLAMA_WHEELS)/.built | $(BIN)/python
 # `make test` leaves out the tests marked `slow` (real `kag serve` processes, kill -9 crash runs, a Ray
 # cluster, headless Chromium, schemathesis, whole `kag eval` runs): they are `make test-slow`, and CI
 # (.ci/run) runs both. `pytest --co -q -m slow` lists them.
+# Both run on pytest-xdist workers, one per core and at most 4 (each loads its own models, up to 3.4 GB;
+# more than 2 is not measured yet); `make test TEST_WORKERS=0` runs in one process. The tests over the
+# demo corpus start first, on one worker (tests/conftest.py); the slow tier goes file by file, so a
+# file's server, cluster or crash corpus is made once.
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --maxprocesses 4
+
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(XDIST)
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow $(XDIST) --dist loadfile
 
 test-fast: test
 

