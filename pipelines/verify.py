@@ -14,6 +14,7 @@ import numpy as np
 from kag.errors import ConfigurationError
 from kag.models.embedder import Embedder
 from kag.records import Citation, SentenceVerdict, Source, Verification, page_range
+from pipelines.multihop import names_in
 
 ABSTENTION = "The sources do not answer this."
 POLICIES = ("flag", "drop", "extractive")
@@ -857,8 +858,6 @@ class Verifier:
             said |= set(content_tokens(citation.quote))
         unsaid = {t: w for t, w in asked.items() if t not in said}
         # the premise is about something the question names and the quotes shown do not
-        from pipelines.multihop import names_in
-
         unsaid_names = [n.lower() for n in names_in(question) if not set(content_tokens(n)) <= said]
         if unsaid_names and total and sum(unsaid.values()) >= self.premise_share * total:
             best_span, best_share = None, 0.0
